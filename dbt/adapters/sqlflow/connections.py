@@ -1,0 +1,66 @@
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from dbt.adapters.events.logging import AdapterLogger
+from dbt.adapters.postgres.connections import PostgresConnectionManager, PostgresCredentials
+
+from dbt.adapters.sqlflow import environments
+
+logger = AdapterLogger("Sqlflow")
+
+# With `embedded: true` the server is ours: these keys describe it, so a profile may omit them.
+_EMBEDDED_DEFAULTS: Dict[str, Any] = {
+    "host": "",
+    "port": 5432,
+    "user": "postgres",
+    "password": "",
+    "database": "postgres",
+    "embedded_path": environments.DEFAULT_EMBEDDED_PATH,
+}
+
+
+@dataclass
+class SqlflowCredentials(PostgresCredentials):
+    embedded: bool = False
+    embedded_path: Optional[str] = None
+    registry_schema: Optional[str] = None
+
+    @property
+    def type(self):
+        return "sqlflow"
+
+    @property
+    def unique_field(self):
+        return self.embedded_path if self.embedded else self.host
+
+    @classmethod
+    def translate_aliases(cls, kwargs: Dict[str, Any], recurse: bool = False) -> Dict[str, Any]:
+        # dbt validates the profile right after this hook, so the embedded defaults go in here.
+        data = super().translate_aliases(kwargs, recurse)
+        if data.get("embedded"):
+            data = {**_EMBEDDED_DEFAULTS, **data}
+        return data
+
+    def _connection_keys(self):
+        keys = super()._connection_keys()
+        if self.embedded:
+            keys = tuple(k for k in keys if k not in ("host", "port"))
+        return keys + ("embedded", "embedded_path", "registry_schema")
+
+
+class SqlflowConnectionManager(PostgresConnectionManager):
+    TYPE = "sqlflow"
+
+    def __init__(self, profile, mp_context):
+        super().__init__(profile, mp_context)
+        credentials = profile.credentials
+        if credentials.embedded:
+            # Resolve the data folder once, beside dbt_project.yml, before any thread connects.
+            project_root = getattr(profile, "project_root", None)
+            credentials.embedded_path = environments.resolve_embedded_path(
+                credentials.embedded_path, project_root
+            )
+
+    @classmethod
+    def get_credentials(cls, credentials):
+        return environments.create(credentials).connect_credentials()

@@ -1,0 +1,186 @@
+"""Reading any SELECT into numpy columns through `COPY ... TO STDOUT (FORMAT binary)`.
+
+Fixed-width columns are coalesced in SQL and their NULLs shipped as bit masks (one bigint per 63
+columns), so every row has the same width and decodes with a single `np.frombuffer`. Text columns
+travel last and cost a short Python scan per row.
+"""
+import io
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from dbt.adapters.sqlflow.data import binary
+from dbt.adapters.sqlflow.data.frame import Column, Frame
+from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, ReadPlan, quote_ident, read_plan
+
+log = logging.getLogger("dbt_sqlflow.data")
+
+_MASK_BITS = 63  # NULL flags per bigint mask field (the sign bit stays unused)
+_SOURCE = "__sqlflow_src"
+
+
+class DuplicateColumnError(ValueError):
+    def __init__(self, column: str):
+        super().__init__(
+            f'the SELECT returns two columns named "{column}"; give each column a distinct name '
+            f"(e.g. with AS)."
+        )
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    name: str
+    oid: int
+    source_type: str
+    plan: ReadPlan
+
+
+def _subquery(sql: str) -> str:
+    # newlines guard against a trailing `-- comment`; a trailing semicolon would end the statement
+    return "(\n" + sql.strip().rstrip(";") + "\n) as " + _SOURCE
+
+
+def describe(conn, sql: str) -> List[SourceColumn]:
+    """Name, type and read plan of every column the SELECT returns, without running it."""
+    with conn.cursor() as cur:
+        cur.execute(f"select * from {_subquery(sql)} limit 0")
+        described = [(d.name, d.type_code) for d in cur.description]
+        oids = sorted({oid for _, oid in described})
+        cur.execute(
+            "select oid::int, format_type(oid, null), typcategory from pg_type where oid = any(%s)",
+            (oids,),
+        )
+        types = {oid: (name, category) for oid, name, category in cur.fetchall()}
+    seen = set()
+    columns = []
+    for name, oid in described:
+        if name in seen:
+            raise DuplicateColumnError(name)
+        seen.add(name)
+        type_name, category = types.get(oid, (f"oid {oid}", ""))
+        columns.append(SourceColumn(name, oid, type_name, read_plan(name, oid, type_name, category)))
+    return columns
+
+
+class ReadLayout:
+    """The projection that makes a SELECT wire-friendly, and how to turn its COPY stream into a Frame."""
+
+    def __init__(self, columns: Sequence[SourceColumn]):
+        self.columns = list(columns)
+        self.fixed = [c for c in self.columns if c.plan.type.wire is not None]
+        self.text = [c for c in self.columns if c.plan.type.wire is None]
+        self.n_masks = math.ceil(len(self.fixed) / _MASK_BITS)
+        for c in self.columns:
+            if c.plan.fallback:
+                log.info(f'column "{c.name}" ({c.source_type}) is read through a slower conversion '
+                         f"as {c.plan.type.name}")
+
+    def _value(self, c: SourceColumn) -> str:
+        return c.plan.expression.format(col=f"{_SOURCE}.{quote_ident(c.name)}")
+
+    def _mask_expressions(self) -> List[str]:
+        masks = []
+        for m in range(self.n_masks):
+            group = self.fixed[m * _MASK_BITS : (m + 1) * _MASK_BITS]
+            bits = [f"(({_SOURCE}.{quote_ident(c.name)} is null)::int::bigint << {i})" for i, c in enumerate(group)]
+            masks.append(" | ".join(bits))
+        return masks
+
+    def select_sql(self, sql: str) -> str:
+        exprs = [f"coalesce({self._value(c)}, {c.plan.type.null_stand_in})" for c in self.fixed]
+        exprs += self._mask_expressions()
+        exprs += [self._value(c) for c in self.text]
+        named = [f"{e} as __f{i}" for i, e in enumerate(exprs)]  # CREATE TABLE AS needs distinct names
+        return f"select {', '.join(named)} from {_subquery(sql)}"
+
+    @property
+    def wires(self):
+        return [c.plan.type for c in self.fixed] + [WIRE_TYPES["bigint"]] * self.n_masks + [
+            c.plan.type for c in self.text
+        ]
+
+    def frame(self, buf: bytes) -> Frame:
+        n_rows, arrays, text_masks = binary.decode(buf, self.wires)
+        n_fixed = len(self.fixed)
+        masks = arrays[n_fixed : n_fixed + self.n_masks]
+        decoded = {}
+        for i, c in enumerate(self.fixed):
+            bits = (masks[i // _MASK_BITS] >> (i % _MASK_BITS)) & 1
+            decoded[c.name] = (binary.to_numpy(arrays[i], c.plan.type), bits.astype(bool))
+        for j, c in enumerate(self.text):
+            k = n_fixed + self.n_masks + j
+            decoded[c.name] = (arrays[k], text_masks[k])
+        return Frame([self._column(c, *decoded[c.name]) for c in self.columns])
+
+    @staticmethod
+    def _column(c: SourceColumn, values: np.ndarray, nulls: np.ndarray) -> Column:
+        converted = c.source_type if c.oid != c.plan.type.oid else ""
+        return Column(c.name, values, c.plan.type, nulls, converted)
+
+
+def copy_out(conn, select_sql: str) -> bytes:
+    buf = io.BytesIO()
+    with conn.cursor() as cur:
+        cur.copy_expert(f"copy ({select_sql}) to stdout (format binary)", buf)
+    return buf.getvalue()
+
+
+def read_frame(conn, sql: str) -> Frame:
+    """Every row of the SELECT, as one Frame."""
+    layout = ReadLayout(describe(conn, sql))
+    frame = layout.frame(copy_out(conn, layout.select_sql(sql)))
+    log.debug(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
+    return frame
+
+
+class BatchReader:
+    """Reads a SELECT in batches of about `batch_rows` rows, as often as asked, in the same order.
+
+    The SELECT runs once into a temporary table; each batch is a range of its pages (a TID range
+    scan), so memory is bounded by the batch and every pass sees the same rows in the same order.
+    """
+
+    def __init__(self, conn, sql: str, batch_rows: int = 50_000):
+        self.conn = conn
+        self.layout = ReadLayout(describe(conn, sql))
+        self.table = quote_ident(f"__sqlflow_batches_{uuid.uuid4().hex[:12]}")
+        with conn.cursor() as cur:
+            cur.execute(f"create temporary table {self.table} as {self.layout.select_sql(sql)}")
+            self.n_rows = cur.rowcount
+            cur.execute(
+                f"select pg_relation_size('{self.table}'::regclass) / current_setting('block_size')::int"
+            )
+            self.n_pages = int(cur.fetchone()[0])
+        rows_per_page = self.n_rows / self.n_pages if self.n_pages else 1
+        self.pages_per_batch = max(1, int(batch_rows / max(rows_per_page, 1)))
+        log.debug(f"materialized {self.n_rows} rows in {self.n_pages} pages for batched reading")
+
+    @property
+    def names(self) -> List[str]:
+        return [c.name for c in self.layout.columns]
+
+    def page_ranges(self) -> Iterator[Tuple[int, int]]:
+        for first in range(0, max(self.n_pages, 1), self.pages_per_batch):
+            yield first, first + self.pages_per_batch
+
+    def __iter__(self) -> Iterator[Frame]:
+        for first, stop in self.page_ranges():
+            sql = (
+                f"select * from {self.table} "
+                f"where ctid >= '({first},0)'::tid and ctid < '({stop},0)'::tid"
+            )
+            yield self.layout.frame(copy_out(self.conn, sql))
+
+    def close(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"drop table if exists {self.table}")
+
+    def __enter__(self) -> "BatchReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
