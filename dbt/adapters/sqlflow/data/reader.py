@@ -91,7 +91,8 @@ class ReadLayout:
         return masks
 
     def select_sql(self, sql: str) -> str:
-        exprs = [f"coalesce({self._value(c)}, {c.plan.type.null_stand_in})" for c in self.fixed]
+        # the cast keeps the wire width: coalesce(smallint, 0) would otherwise widen to integer
+        exprs = [f"coalesce({self._value(c)}, {c.plan.type.null_stand_in})::{c.plan.type.name}" for c in self.fixed]
         exprs += self._mask_expressions()
         exprs += [self._value(c) for c in self.text]
         named = [f"{e} as __f{i}" for i, e in enumerate(exprs)]  # CREATE TABLE AS needs distinct names
