@@ -111,6 +111,8 @@ def ensure_running(path: str) -> ServerInfo:
                 info = running_server(path)
                 if info is None:
                     _remove_stale_pid_file(path)
+                    # the package caches one handle per folder and would hand back the dead one
+                    pg.PostgresServer._instances.pop(Path(path).resolve(), None)
                     pg.get_server(path, cleanup_mode=None)
                     info = running_server(path)
         except Exception as exc:  # initdb/pg_ctl failures: point at the server log
