@@ -211,3 +211,8 @@ def test_large_mixed_round_trip(pg_conn):
     for a, b in zip(first.columns, second.columns):
         np.testing.assert_array_equal(a.values, b.values)
         np.testing.assert_array_equal(a.null_mask, b.null_mask)
+
+
+def test_a_select_of_no_columns_counts_its_rows(pg_conn):
+    frame = read_frame(pg_conn, "select from generate_series(1, 3)")
+    assert frame.columns == [] and frame.n_rows == 0  # a Frame without columns has no rows to hold

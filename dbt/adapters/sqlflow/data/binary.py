@@ -31,6 +31,10 @@ def _body_offset(buf: bytes) -> int:
     return len(SIGNATURE) + 8 + extension_length
 
 
+MASK_BITS = 63  # NULL flags per bigint mask field (the sign bit stays unused)
+_INT64 = struct.Struct(">q")
+
+
 def _fixed_record_dtype(wires: Sequence[WireType]) -> np.dtype:
     fields = [("count", ">i2")]
     for i, w in enumerate(wires):
@@ -38,29 +42,60 @@ def _fixed_record_dtype(wires: Sequence[WireType]) -> np.dtype:
     return np.dtype(fields)
 
 
-def _decode_fixed(buf: bytes, start: int, wires: Sequence[WireType]) -> List[np.ndarray]:
+def _full_width_records(buf: bytes, start: int, wires: Sequence[WireType]) -> Optional[np.ndarray]:
+    """The rows as one structured array, or None when they are not all full width (some NULL)."""
     dtype = _fixed_record_dtype(wires)
-    body = len(buf) - start - len(TRAILER)
-    n_rows, rest = divmod(body, dtype.itemsize)
+    n_rows, rest = divmod(len(buf) - start - len(TRAILER), dtype.itemsize)
     if rest or buf[-2:] != TRAILER:
-        raise CopyFormatError("row widths vary: a fixed-width column held NULL or an unexpected width")
+        return None
     records = np.frombuffer(buf, dtype, count=n_rows, offset=start)
-    for i, w in enumerate(wires):
-        if n_rows and not (records[f"len{i}"] == np.dtype(w.wire).itemsize).all():
-            raise CopyFormatError(f"field {i} is not {np.dtype(w.wire).itemsize} bytes wide in every row")
-    return [records[f"val{i}"] for i in range(len(wires))]
+    last = f"len{len(wires) - 1}"
+    if n_rows and not ((records["count"] == len(wires)).all() and (records[last] == dtype[f"val{len(wires) - 1}"].itemsize).all()):
+        return None
+    return records
 
 
-def _scan_rows(buf: bytes, pos: int, fixed_width: int, n_var: int):
-    """Row starts plus position and length of each variable field; a Python loop, so text costs."""
-    unpack = _INT32.unpack_from
+def _columns_of(records: np.ndarray, names: Sequence[str], block_rows: int = 16_384) -> List[np.ndarray]:
+    """Native-endian column arrays of the records, converted a cache-sized block of rows at a time:
+    column by column over the whole buffer would stream all of it through memory once per column."""
+    columns = [np.empty(len(records), records.dtype[n].newbyteorder("=")) for n in names]
+    for start in range(0, len(records), block_rows):
+        block = records[start : start + block_rows]
+        for name, column in zip(names, columns):
+            column[start : start + block_rows] = block[name]
+    return columns
+
+
+def _is_null(row_masks: np.ndarray, field: int) -> np.ndarray:
+    group, bit = divmod(field, MASK_BITS)
+    return ((row_masks[:, group] >> bit) & 1).astype(bool)
+
+
+def _scan_rows(buf: bytes, pos: int, n_masks: int, widths: Sequence[int], n_var: int):
+    """Row starts, NULL masks, and position and length of each variable field.
+
+    A Python loop over rows, so it runs only for streams with text or NULLs: one mask read gives the
+    width of a row's fixed part (a NULL field is just its -1 length), then each text field's length.
+    """
+    unpack32, unpack64 = _INT32.unpack_from, _INT64.unpack_from
+    mask_offsets = [pos_ + 6 for pos_ in range(0, 12 * n_masks, 12)]
+    head = 2 + 12 * n_masks
+    fixed_width = {}
     end = len(buf) - len(TRAILER)
-    starts, positions, lengths = [], [], []
+    starts, row_masks, positions, lengths = [], [], [], []
     while pos < end:
         starts.append(pos)
-        pos += fixed_width
+        key = tuple(unpack64(buf, pos + o)[0] for o in mask_offsets)
+        row_masks.append(key)
+        width = fixed_width.get(key)
+        if width is None:
+            masks = np.array([key], np.int64).reshape(1, -1)
+            width = fixed_width[key] = head + sum(
+                4 + (0 if n_masks and _is_null(masks, j)[0] else w) for j, w in enumerate(widths)
+            )
+        pos += width
         for _ in range(n_var):
-            (length,) = unpack(buf, pos)
+            (length,) = unpack32(buf, pos)
             pos += 4
             positions.append(pos)
             lengths.append(length)
@@ -68,14 +103,28 @@ def _scan_rows(buf: bytes, pos: int, fixed_width: int, n_var: int):
                 pos += length
     if pos != end or buf[end:] != TRAILER:
         raise CopyFormatError("COPY stream ended inside a row")
-    return np.asarray(starts, np.int64), positions, np.asarray(lengths, np.int64)
+    masks = np.array(row_masks, np.int64).reshape(len(starts), n_masks)
+    return np.asarray(starts, np.int64), masks, positions, np.asarray(lengths, np.int64)
 
 
-def _gather(raw: np.ndarray, offsets: np.ndarray, wire: str) -> np.ndarray:
-    width = np.dtype(wire).itemsize
-    if not len(offsets):
-        return np.empty(0, wire)
-    return raw[offsets[:, None] + np.arange(width)].view(wire).ravel()
+def _gather_fixed(buf: bytes, starts, row_masks, n_masks: int, fixed: Sequence[WireType]):
+    """Each fixed field's values (0 where NULL) and NULL mask, found by walking the field offsets."""
+    raw = np.frombuffer(buf, np.uint8)
+    offsets = starts + 2 + 12 * n_masks
+    arrays, nulls = [], []
+    for j, w in enumerate(fixed):
+        width = np.dtype(w.wire).itemsize
+        null = _is_null(row_masks, j) if n_masks else np.zeros(len(starts), bool)
+        present = offsets[~null]
+        declared = raw[present[:, None] + np.arange(4)].view(">i4").ravel()
+        if (declared != width).any():
+            raise CopyFormatError(f"field {j} is not {width} bytes wide where the NULL mask says it is set")
+        values = np.zeros(len(starts), np.dtype(w.wire).newbyteorder("="))
+        values[~null] = raw[present[:, None] + 4 + np.arange(width)].view(w.wire).ravel()
+        arrays.append(values)
+        nulls.append(null if null.any() else None)
+        offsets = offsets + 4 + np.where(null, 0, width)
+    return arrays, nulls
 
 
 def _decode_text(buf: bytes, positions, lengths) -> Tuple[np.ndarray, np.ndarray]:
@@ -86,41 +135,35 @@ def _decode_text(buf: bytes, positions, lengths) -> Tuple[np.ndarray, np.ndarray
     return values, np.asarray(lengths) < 0
 
 
-def decode(buf: bytes, wires: Sequence[WireType]) -> Tuple[int, List[np.ndarray], List[Optional[np.ndarray]]]:
-    """(row count, wire-typed arrays, NULL masks of the variable-width fields) of a COPY binary stream.
+def decode(buf: bytes, wires: Sequence[WireType], n_masks: int = 0):
+    """(row count, arrays, NULL masks) of a COPY binary stream, one array per field after the masks.
 
-    Fixed-width fields must come first and hold no NULLs (the reader coalesces them and ships a
-    NULL mask instead); variable-width fields follow.
+    Row layout: `n_masks` bigint mask fields (bit b of mask m set = fixed field 63*m + b is NULL),
+    then the fixed-width fields, then the variable-width (text) ones. Without masks the fixed fields
+    must not hold NULL. NULL-free, text-free streams decode with one np.frombuffer and no row loop.
     """
     start = _body_offset(buf)
-    n_fixed = sum(1 for w in wires if w.wire is not None)
-    if any(w.wire is None for w in wires[:n_fixed]):
+    fields = wires[n_masks:]
+    n_fixed = sum(1 for w in fields if w.wire is not None)
+    if any(w.wire is None for w in fields[:n_fixed]):
         raise ValueError("variable-width fields must come after the fixed-width ones")
-    fixed, var = wires[:n_fixed], wires[n_fixed:]
+    fixed, var = fields[:n_fixed], fields[n_fixed:]
+    if not wires:
+        return (len(buf) - start - len(TRAILER)) // 2, [], []
     if not var:
-        arrays = _decode_fixed(buf, start, fixed)
-        return (len(arrays[0]) if arrays else _count_rows(buf, start)), list(arrays), [None] * n_fixed
-
-    fixed_width = 2 + sum(4 + np.dtype(w.wire).itemsize for w in fixed)
-    starts, positions, lengths = _scan_rows(buf, start, fixed_width, len(var))
-    raw = np.frombuffer(buf, np.uint8)
-    arrays, masks = [], []
-    offset = 2
-    for w in fixed:
-        arrays.append(_gather(raw, starts + offset + 4, w.wire))
-        masks.append(None)
-        offset += 4 + np.dtype(w.wire).itemsize
-    n_var = len(var)
-    for j in range(n_var):
-        values, nulls = _decode_text(buf, positions[j::n_var], lengths[j::n_var])
+        records = _full_width_records(buf, start, wires)
+        if records is not None:
+            columns = _columns_of(records, [f"val{i}" for i in range(len(wires))])
+            if not any(m.any() for m in columns[:n_masks]):
+                return len(records), columns[n_masks:], [None] * n_fixed
+    widths = [np.dtype(w.wire).itemsize for w in fixed]
+    starts, row_masks, positions, lengths = _scan_rows(buf, start, n_masks, widths, len(var))
+    arrays, nulls = _gather_fixed(buf, starts, row_masks, n_masks, fixed)
+    for j in range(len(var)):
+        values, null = _decode_text(buf, positions[j :: len(var)], lengths[j :: len(var)])
         arrays.append(values)
-        masks.append(nulls)
-    return len(starts), arrays, masks
-
-
-def _count_rows(buf: bytes, start: int) -> int:
-    """Rows of a stream whose rows have no fields (a SELECT of zero columns)."""
-    return (len(buf) - start - len(TRAILER)) // 2
+        nulls.append(null)
+    return len(starts), arrays, nulls
 
 
 def to_numpy(values: np.ndarray, wire: WireType) -> np.ndarray:

@@ -17,7 +17,6 @@ class WireType:
     oid: int
     wire: Optional[str]  # numpy dtype of one value on the wire; None = variable width (text)
     kind: str  # integer | float | boolean | text | date | timestamp
-    null_stand_in: str  # SQL literal that replaces NULL on the wire (a mask records the NULL)
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -36,16 +35,16 @@ _NUMPY_DTYPES = {
 WIRE_TYPES = {
     t.name: t
     for t in [
-        WireType("smallint", 21, ">i2", "integer", "0"),
-        WireType("integer", 23, ">i4", "integer", "0"),
-        WireType("bigint", 20, ">i8", "integer", "0"),
-        WireType("real", 700, ">f4", "float", "0"),
-        WireType("double precision", 701, ">f8", "float", "0"),
-        WireType("boolean", 16, "?", "boolean", "false"),
-        WireType("text", 25, None, "text", "''"),
-        WireType("date", 1082, ">i4", "date", "date '2000-01-01'"),
-        WireType("timestamp", 1114, ">i8", "timestamp", "timestamp '2000-01-01'"),
-        WireType("timestamptz", 1184, ">i8", "timestamp", "timestamptz '2000-01-01 00:00+00'"),
+        WireType("smallint", 21, ">i2", "integer"),
+        WireType("integer", 23, ">i4", "integer"),
+        WireType("bigint", 20, ">i8", "integer"),
+        WireType("real", 700, ">f4", "float"),
+        WireType("double precision", 701, ">f8", "float"),
+        WireType("boolean", 16, "?", "boolean"),
+        WireType("text", 25, None, "text"),
+        WireType("date", 1082, ">i4", "date"),
+        WireType("timestamp", 1114, ">i8", "timestamp"),
+        WireType("timestamptz", 1184, ">i8", "timestamp"),
     ]
 }
 _BY_OID = {t.oid: t for t in WIRE_TYPES.values()}

@@ -1,8 +1,8 @@
 """Reading any SELECT into numpy columns through `COPY ... TO STDOUT (FORMAT binary)`.
 
-Fixed-width columns are coalesced in SQL and their NULLs shipped as bit masks (one bigint per 63
-columns), so every row has the same width and decodes with a single `np.frombuffer`. Text columns
-travel last and cost a short Python scan per row.
+Each row carries a bigint NULL mask per 63 fixed-width columns ahead of its values. A stream with
+no NULLs and no text has rows of one width and decodes with a single `np.frombuffer`; otherwise a
+short Python scan per row finds the row starts (the mask gives the width of the fixed part at once).
 """
 import io
 import logging
@@ -19,7 +19,6 @@ from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, ReadPlan, quote_ident,
 
 log = logging.getLogger("dbt_sqlflow.data")
 
-_MASK_BITS = 63  # NULL flags per bigint mask field (the sign bit stays unused)
 _SOURCE = "__sqlflow_src"
 
 
@@ -73,7 +72,7 @@ class ReadLayout:
         self.columns = list(columns)
         self.fixed = [c for c in self.columns if c.plan.type.wire is not None]
         self.text = [c for c in self.columns if c.plan.type.wire is None]
-        self.n_masks = math.ceil(len(self.fixed) / _MASK_BITS)
+        self.n_masks = math.ceil(len(self.fixed) / binary.MASK_BITS)
         for c in self.columns:
             if c.plan.fallback:
                 log.info(f'column "{c.name}" ({c.source_type}) is read through a slower conversion '
@@ -85,36 +84,28 @@ class ReadLayout:
     def _mask_expressions(self) -> List[str]:
         masks = []
         for m in range(self.n_masks):
-            group = self.fixed[m * _MASK_BITS : (m + 1) * _MASK_BITS]
-            bits = [f"(({_SOURCE}.{quote_ident(c.name)} is null)::int::bigint << {i})" for i, c in enumerate(group)]
-            masks.append(" | ".join(bits))
+            group = self.fixed[m * binary.MASK_BITS : (m + 1) * binary.MASK_BITS]
+            refs = [f"{_SOURCE}.{quote_ident(c.name)}" for c in group]
+            bits = " | ".join(f"(({r} is null)::int::bigint << {i})" for i, r in enumerate(refs))
+            # num_nulls is one cheap call; the bit arithmetic then runs only for rows that have NULLs
+            masks.append(f"case when num_nulls({', '.join(refs)}) = 0 then 0::bigint else {bits} end")
         return masks
 
     def select_sql(self, sql: str) -> str:
-        # the cast keeps the wire width: coalesce(smallint, 0) would otherwise widen to integer
-        exprs = [f"coalesce({self._value(c)}, {c.plan.type.null_stand_in})::{c.plan.type.name}" for c in self.fixed]
-        exprs += self._mask_expressions()
-        exprs += [self._value(c) for c in self.text]
+        # masks first: one read at a row's start tells the width of all its fixed fields
+        exprs = self._mask_expressions()
+        exprs += [self._value(c) for c in self.fixed + self.text]
         named = [f"{e} as __f{i}" for i, e in enumerate(exprs)]  # CREATE TABLE AS needs distinct names
         return f"select {', '.join(named)} from {_subquery(sql)}"
 
     @property
     def wires(self):
-        return [c.plan.type for c in self.fixed] + [WIRE_TYPES["bigint"]] * self.n_masks + [
-            c.plan.type for c in self.text
-        ]
+        return [WIRE_TYPES["bigint"]] * self.n_masks + [c.plan.type for c in self.fixed + self.text]
 
     def frame(self, buf: bytes) -> Frame:
-        n_rows, arrays, text_masks = binary.decode(buf, self.wires)
-        n_fixed = len(self.fixed)
-        masks = arrays[n_fixed : n_fixed + self.n_masks]
-        decoded = {}
-        for i, c in enumerate(self.fixed):
-            bits = (masks[i // _MASK_BITS] >> (i % _MASK_BITS)) & 1
-            decoded[c.name] = (binary.to_numpy(arrays[i], c.plan.type), bits.astype(bool))
-        for j, c in enumerate(self.text):
-            k = n_fixed + self.n_masks + j
-            decoded[c.name] = (arrays[k], text_masks[k])
+        _, arrays, nulls = binary.decode(buf, self.wires, self.n_masks)
+        ordered = self.fixed + self.text
+        decoded = {c.name: (binary.to_numpy(a, c.plan.type), m) for c, a, m in zip(ordered, arrays, nulls)}
         return Frame([self._column(c, *decoded[c.name]) for c in self.columns])
 
     @staticmethod
