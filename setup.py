@@ -39,6 +39,7 @@ setup(
         "tensorflow": tensorflow,
         "embedded": embedded,
         "all": tensorflow + embedded,
-        "test": ["pytest>=8,<10", "dbt-tests-adapter>=1.10,<2", "pandas>=2,<4", "build>=1"],
+        "test": ["pytest>=8,<10", "dbt-tests-adapter>=1.10,<2", "setuptools>=68", "wheel"],
+        "bench": ["pandas>=2,<4", "sqlalchemy>=2,<3"],
     },
 )

@@ -1,0 +1,32 @@
+# Quick start: `make demo` builds integration_project/ on the embedded PostgreSQL; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := setup.py $(shell find dbt -name '*.py' -o -name '*.sql' -o -name '*.yml')
+
+.PHONY: demo test bench stop clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+# a real (non-editable) install, as users get it; reinstalled without deps when the sources change
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet '.[all,test,bench]'
+	$(BIN)/pip install --quiet --no-deps --force-reinstall .
+	touch $@
+
+demo: $(VENV)/.installed
+	cd integration_project && ../$(BIN)/dbt build
+
+test: $(VENV)/.installed
+	$(BIN)/pytest tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/io.py
+
+stop:
+	$(BIN)/python -m dbt.adapters.sqlflow.embedded stop --project-dir integration_project
+
+clean: stop
+	rm -rf $(VENV) build *.egg-info integration_project/target integration_project/logs

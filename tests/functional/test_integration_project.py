@@ -1,0 +1,32 @@
+"""The quick-start project builds from scratch on its own embedded server, as `make demo` runs it."""
+import os
+import shutil
+import subprocess
+import sys
+
+import psycopg2
+
+from dbt.adapters.sqlflow import embedded
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_dbt_build_of_the_integration_project(tmp_path):
+    project = tmp_path / "integration_project"
+    shutil.copytree(os.path.join(REPO, "integration_project"), project,
+                    ignore=shutil.ignore_patterns(".sqlflow", "target", "logs"))
+    dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
+    data = str(project / ".sqlflow" / "pgdata")
+    try:
+        result = subprocess.run([dbt, "build"], cwd=project, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "ERROR=0" in result.stdout
+        info = embedded.running_server(data)
+        conn = psycopg2.connect(host=info.host, port=info.port, user="postgres", dbname="postgres")
+        with conn.cursor() as cur:
+            cur.execute("select count(*), sum(orders) from analytics.customer_orders")
+            customers, orders = cur.fetchone()
+        conn.close()
+        assert customers == 12 and orders == 60
+    finally:
+        embedded.stop(data)
