@@ -1,0 +1,163 @@
+"""k-means and EM (Gaussian mixture) on numeric matrices: fit, choose k, drop small clusters, assign.
+
+Models are plain numpy arrays (`ClusterModel`), so they are stored as weight rows and rebuilt for
+scoring without pickling. scikit-learn does the fitting and is imported only here, when it runs.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+SILHOUETTE_SAMPLE = 10_000
+
+
+class ClusteringError(ValueError):
+    pass
+
+
+@dataclass
+class ClusterModel:
+    model_type: str  # kmeans | em
+    centers: np.ndarray  # (k, d)
+    covariance_type: Optional[str] = None  # em
+    covariances: Optional[np.ndarray] = None  # em, sklearn's shape for the covariance type
+    weights: Optional[np.ndarray] = None  # em mixture weights
+    info: Dict = field(default_factory=dict)  # iterations, inertia, ...
+
+    @property
+    def k(self) -> int:
+        return len(self.centers)
+
+    def _mixture(self):
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(n_components=self.k, covariance_type=self.covariance_type)
+        gm.weights_, gm.means_, gm.covariances_ = self.weights, self.centers, self.covariances
+        gm.precisions_cholesky_ = _precision_cholesky(self.covariances, self.covariance_type)
+        return gm
+
+    def assign(self, X: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """(cluster per row, distance to its centre, membership probabilities or None)."""
+        if self.model_type == "em":
+            probabilities = self._mixture().predict_proba(X)
+            labels = probabilities.argmax(axis=1)
+        else:
+            probabilities = None
+            labels = _nearest(X, self.centers)
+        distances = np.linalg.norm(X - self.centers[labels], axis=1)
+        return labels, distances, probabilities
+
+
+def _precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """What scikit-learn scores with, from the covariances we store."""
+    if covariance_type in ("diag", "spherical"):
+        return 1.0 / np.sqrt(covariances)
+    if covariance_type == "tied":
+        return np.linalg.inv(np.linalg.cholesky(covariances)).T
+    return np.stack([np.linalg.inv(np.linalg.cholesky(c)).T for c in covariances])
+
+
+def _nearest(X: np.ndarray, centers: np.ndarray, block: int = 65_536) -> np.ndarray:
+    labels = np.empty(len(X), np.int64)
+    c2 = (centers ** 2).sum(axis=1)
+    for start in range(0, len(X), block):  # blocks bound the (rows x k) distance matrix
+        part = X[start : start + block]
+        labels[start : start + block] = (c2 - 2 * part @ centers.T).argmin(axis=1)
+    return labels
+
+
+def fit(X: np.ndarray, model_type: str, k: int, seed: int = 0, n_init: int = 1, max_iter=None, tol=None,
+        covariance_type: str = "diag") -> ClusterModel:
+    """Fit k clusters on the whole matrix."""
+    n_distinct = len(np.unique(X, axis=0)) if len(X) <= 200_000 else len(X)
+    if k > n_distinct:
+        raise ClusteringError(f"n_clusters={k} is larger than the {n_distinct} distinct input rows; "
+                              f"lower n_clusters or use n_clusters=0 to choose k.")
+    if model_type == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed,
+                    max_iter=max_iter or 300, tol=1e-4 if tol is None else tol).fit(X)
+        return ClusterModel("kmeans", km.cluster_centers_, info={"inertia": float(km.inertia_),
+                                                                 "iterations": int(km.n_iter_)})
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(n_components=k, covariance_type=covariance_type, random_state=seed,
+                         max_iter=max_iter or 100, tol=1e-3 if tol is None else tol, reg_covar=1e-6).fit(X)
+    return ClusterModel("em", gm.means_, covariance_type, gm.covariances_, gm.weights_,
+                        info={"iterations": int(gm.n_iter_), "converged": bool(gm.converged_),
+                              "lower_bound": float(gm.lower_bound_), "bic": float(gm.bic(X)),
+                              "aic": float(gm.aic(X))})
+
+
+def drop_small_clusters(model: ClusterModel, X: np.ndarray, minimum_support: int) -> ClusterModel:
+    """Remove clusters with fewer than minimum_support rows; their rows go to the nearest survivor."""
+    if minimum_support <= 1:
+        return model
+    labels, _, _ = model.assign(X)
+    sizes = np.bincount(labels, minlength=model.k)
+    keep = np.flatnonzero(sizes >= minimum_support)
+    if len(keep) == model.k:
+        return model
+    if len(keep) == 0:
+        raise ClusteringError(f"no cluster has minimum_support={minimum_support} rows "
+                              f"(largest: {sizes.max()}); lower minimum_support.")
+    dropped = {"dropped_clusters": int(model.k - len(keep)), **model.info}
+    if model.model_type == "kmeans":
+        return ClusterModel("kmeans", model.centers[keep], info=dropped)
+    weights = model.weights[keep] / model.weights[keep].sum()
+    covariances = model.covariances if model.covariance_type == "tied" else model.covariances[keep]
+    return ClusterModel("em", model.centers[keep], model.covariance_type, covariances, weights, info=dropped)
+
+
+def metrics(X: np.ndarray, labels: np.ndarray, model: ClusterModel, seed: int = 0) -> Dict[str, float]:
+    """Inertia, silhouette (on a sample), Davies-Bouldin, Calinski-Harabasz; BIC/AIC for EM."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    out = {"inertia": float(((X - model.centers[labels]) ** 2).sum()), "k": model.k}
+    if 1 < len(np.unique(labels)) < len(X):
+        sample = min(len(X), SILHOUETTE_SAMPLE)
+        out["silhouette"] = float(silhouette_score(X, labels, sample_size=sample, random_state=seed))
+        out["davies_bouldin"] = float(davies_bouldin_score(X, labels))
+        out["calinski_harabasz"] = float(calinski_harabasz_score(X, labels))
+    if model.model_type == "em":
+        gm = model._mixture()
+        out["bic"], out["aic"] = float(gm.bic(X)), float(gm.aic(X))
+    return out
+
+
+def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int = 0,
+             **fit_options) -> Tuple[int, List[Dict]]:
+    """k for n_clusters=0: EM by lowest BIC; k-means by the elbow of inertia, silhouette breaking ties.
+
+    The elbow is the k farthest below the straight line from the first to the last inertia.
+    """
+    low, high = k_range
+    high = min(high, len(np.unique(X, axis=0)) if len(X) <= 200_000 else high)
+    if high < low:
+        raise ClusteringError(f"k_range starts at {low} but the input has only {high} distinct rows.")
+    sweep = []
+    for k in range(low, high + 1):
+        model = fit(X, model_type, k, seed, **fit_options)
+        labels, _, _ = model.assign(X)
+        sweep.append({"k": k, **metrics(X, labels, model, seed)})
+    if model_type == "em":
+        best = min(sweep, key=lambda r: r["bic"])
+    else:
+        best = _elbow(sweep)
+    for row in sweep:
+        row["chosen"] = row["k"] == best["k"]
+    return best["k"], sweep
+
+
+def _elbow(sweep: List[Dict]) -> Dict:
+    if len(sweep) < 3:
+        return max(sweep, key=lambda r: r.get("silhouette", 0.0))
+    ks = np.array([r["k"] for r in sweep], float)
+    inertia = np.array([r["inertia"] for r in sweep], float)
+    line = inertia[0] + (inertia[-1] - inertia[0]) * (ks - ks[0]) / (ks[-1] - ks[0])
+    gap = line - inertia
+    top = gap.max()
+    # near-equal elbows (within 5% of the best gap): the better silhouette wins
+    candidates = [r for r, g in zip(sweep, gap) if g >= top - 0.05 * abs(top)]
+    return max(candidates, key=lambda r: (r.get("silhouette", 0.0), -r["k"]))

@@ -1,0 +1,152 @@
+"""The ML config keys: which apply to which materialization and model type, their defaults, and the
+checks that turn a mistyped or misplaced key into a message naming the key and the fix."""
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+# dbt's own node config keys (NodeConfig and friends): never ours to judge.
+DBT_KEYS = {
+    "alias", "batch_size", "begin", "column_types", "concurrent_batches", "contract", "database", "docs",
+    "enabled", "event_time", "full_refresh", "grants", "group", "incremental_strategy", "lookback",
+    "materialized", "meta", "on_configuration_change", "on_schema_change", "packages", "persist_docs",
+    "post_hook", "pre_hook", "post-hook", "pre-hook", "quoting", "schema", "static_analysis", "tags",
+    "unique_key", "access", "docs", "description", "sql_header", "unlogged", "indexes", "fail_calc",
+    "warn_if", "error_if", "severity", "store_failures", "store_failures_as", "limit", "where",
+}
+
+
+class OptionError(ValueError):
+    """A config problem; the message names the key and what to write instead."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    check: Callable[[Any], bool]
+    expected: str  # what a valid value looks like, for the message
+    applies: Optional[Sequence[str]] = None  # model types it applies to; None = all
+
+
+def _is_int(v, low=None):
+    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+
+
+def _is_number(v, low=None, strict=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return ok and (low is None or (v > low if strict else v >= low))
+
+
+def _is_name_list(v):
+    return isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+
+
+def _one_of(*values):
+    return lambda v: v in values
+
+
+COMMON = [
+    Option("model_type", None, lambda v: isinstance(v, str), "a model type name"),
+    Option("features", None, lambda v: v is None or _is_name_list(v), "a list of column names"),
+    Option("key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"),
+    Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
+    Option("exclude", [], _is_name_list, "a list of column names"),
+    Option("predict_only", [], _is_name_list, "a list of column names"),
+    Option("normalize", "zscore", _one_of("zscore", "minmax", "none"), "'zscore', 'minmax' or 'none'"),
+    Option("max_states", 100, lambda v: _is_int(v, 1), "a whole number >= 1"),
+    Option("max_input_attributes", 255, lambda v: _is_int(v, 1), "a whole number >= 1"),
+    Option("null_handling", "impute", _one_of("error", "impute", "indicator"), "'error', 'impute' or 'indicator'"),
+    Option("seed", 0, lambda v: _is_int(v, 0), "a whole number >= 0"),
+    Option("sample_size", 50_000, lambda v: _is_int(v, 0), "a whole number >= 0 (0 = all rows in one pass)"),
+    Option("retrain", "always", _one_of("always", "on_change"), "'always' or 'on_change'"),
+]
+
+CLUSTER_TYPES = ("kmeans", "em")
+CLUSTER = [
+    Option("n_clusters", 10, lambda v: _is_int(v, 0), "a whole number >= 0 (0 = choose k)"),
+    Option("k_range", [2, 10], lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+           and all(_is_int(x, 2) for x in v) and v[0] <= v[1], "[min, max] with 2 <= min <= max"),
+    Option("scalable", False, lambda v: isinstance(v, bool), "true or false", CLUSTER_TYPES),
+    Option("max_iter", None, lambda v: v is None or _is_int(v, 1), "a whole number >= 1"),
+    Option("tol", None, lambda v: v is None or _is_number(v, 0), "a number >= 0"),
+    Option("n_init", 1, lambda v: _is_int(v, 1), "a whole number >= 1", ("kmeans",)),
+    Option("covariance_type", "diag", _one_of("diag", "full", "spherical", "tied"),
+           "'diag', 'full', 'spherical' or 'tied'", ("em",)),
+    Option("minimum_support", 1, lambda v: _is_int(v, 1), "a whole number >= 1", CLUSTER_TYPES),
+    Option("output_probabilities", False, lambda v: isinstance(v, bool), "true or false"),
+    Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
+    Option("label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"),
+]
+# Keys of model types not built yet: known, so that they are reported as misplaced, not mistyped.
+DEC_ONLY = ["encode_units", "run_pretrain", "pretrained_model", "pretrain_epochs", "epochs",
+            "learning_rate", "update_interval", "output_embedding"]
+PREDICT = [
+    Option("model", None, lambda v: isinstance(v, str) and v != "", "the name of a trained model"),
+    Option("version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"),
+    Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
+    Option("output_probabilities", False, lambda v: isinstance(v, bool), "true or false"),
+    Option("in_database", "auto", lambda v: v in ("auto", False, True, "false", "true"), "'auto' or false"),
+]
+
+MODEL_TYPES = {"cluster": CLUSTER_TYPES, "ml_train": CLUSTER_TYPES, "ml_predict": ()}
+
+
+def catalog(materialization: str) -> List[Option]:
+    if materialization == "ml_predict":
+        return PREDICT
+    return COMMON + CLUSTER
+
+
+def _all_known_names() -> set:
+    return {o.name for o in COMMON + CLUSTER + PREDICT} | set(DEC_ONLY)
+
+
+def _closest(key: str, names: Iterable[str]) -> Optional[str]:
+    matches = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Dict[str, Any]:
+    """The node's ML options with defaults filled in; OptionError for any key or value that is wrong."""
+    options = catalog(materialization)
+    by_name = {o.name: o for o in options}
+    where = f"model '{model_name}' (materialized='{materialization}')"
+    model_type = config.get("model_type") or ("kmeans" if materialization == "cluster" else None)
+    allowed_types = MODEL_TYPES[materialization]
+    if materialization != "ml_predict":
+        if model_type is None:
+            raise OptionError(f"{where} needs model_type; one of {', '.join(allowed_types)}.")
+        if model_type not in allowed_types:
+            raise OptionError(f"{where}: model_type '{model_type}' is not available here; "
+                              f"use one of {', '.join(allowed_types)}.")
+
+    resolved = {}
+    for key, value in config.items():
+        if key in DBT_KEYS or key.startswith("_"):
+            continue
+        option = by_name.get(key)
+        if option is None:
+            if key in _all_known_names():
+                raise OptionError(f"{where}: '{key}' does not apply to model_type '{model_type}'; "
+                                  f"remove it (valid keys: {', '.join(sorted(by_name))}).")
+            guess = _closest(key, _all_known_names())
+            if guess:
+                raise OptionError(f"{where}: unknown config key '{key}'; did you mean '{guess}'?")
+            continue  # a key of the project's own (for its macros): not ours to judge
+        if option.applies is not None and model_type not in option.applies:
+            raise OptionError(f"{where}: '{key}' applies to model_type {', '.join(option.applies)} only, "
+                              f"not '{model_type}'; remove it.")
+        if not option.check(value):
+            raise OptionError(f"{where}: {key}={value!r} is not valid; expected {option.expected}.")
+        resolved[key] = value
+    for option in options:
+        if option.name not in resolved and (option.applies is None or model_type in option.applies):
+            default = option.default
+            resolved[option.name] = list(default) if isinstance(default, list) else default
+    resolved["model_type"] = model_type
+    for key in ("features", "key", "exclude", "predict_only"):
+        if isinstance(resolved.get(key), str):
+            resolved[key] = [resolved[key]]
+    if materialization == "ml_predict" and not resolved.get("model"):
+        raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")
+    return resolved
