@@ -94,3 +94,15 @@ def test_missing_column_at_transform_is_named():
     encoder, _ = encode([col("x", [1.0, 2.0])])
     with pytest.raises(EncodingError, match='"x" is missing'):
         encoder.transform({"y": col("y", [1.0])})
+
+
+def test_fitting_in_batches_equals_fitting_at_once():
+    rng = np.random.default_rng(4)
+    x = rng.normal(100, 7, 1000)
+    s = rng.choice(np.array(["a", "b", "c"], object), 1000)
+    columns = {"x": col("x", x), "s": col("s", s, categorical=True)}
+    whole = FeatureEncoder().fit(list(columns.values()))
+    parts = [{"x": col("x", x[i:i + 128]), "s": col("s", s[i:i + 128], categorical=True)} for i in range(0, 1000, 128)]
+    batched = FeatureEncoder().fit_batches(parts)
+    np.testing.assert_allclose(batched.transform(columns), whole.transform(columns), atol=1e-12)
+    assert batched.to_dict()["encoded"] == whole.to_dict()["encoded"]

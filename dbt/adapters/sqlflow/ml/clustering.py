@@ -4,7 +4,7 @@ Models are plain numpy arrays (`ClusterModel`), so they are stored as weight row
 scoring without pickling. scikit-learn does the fitting and is imported only here, when it runs.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -161,3 +161,90 @@ def _elbow(sweep: List[Dict]) -> Dict:
     # near-equal elbows (within 5% of the best gap): the better silhouette wins
     candidates = [r for r, g in zip(sweep, gap) if g >= top - 0.05 * abs(top)]
     return max(candidates, key=lambda r: (r.get("silhouette", 0.0), -r["k"]))
+
+
+# ---------------------------------------------------------------- scalable (streamed) fitting
+#
+# `batches` is a function returning a fresh iterator of matrices: one call is one pass over the data,
+# so memory holds one batch at a time however many rows there are.
+
+STREAM_PASSES = {"kmeans": 10, "em": 20}
+
+
+def fit_streaming(batches: Callable[[], Iterable[np.ndarray]], model_type: str, k: int, seed: int = 0,
+                  n_init: int = 1, max_iter=None, tol=None, covariance_type: str = "diag") -> ClusterModel:
+    passes = max_iter or STREAM_PASSES[model_type]
+    if model_type == "kmeans":
+        return _minibatch_kmeans(batches, k, seed, n_init, passes, 1e-4 if tol is None else tol)
+    return _streaming_em(batches, k, seed, covariance_type, passes, 1e-3 if tol is None else tol)
+
+
+def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
+    """Mini-batch k-means: every batch is one partial_fit step; stop when a pass moves no centre
+    further than tol (in normalized units) or after `passes` passes."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, init="k-means++")
+    previous, done = None, 0
+    for done in range(1, passes + 1):
+        for X in batches():
+            if not hasattr(km, "cluster_centers_") and len(X) < k:
+                raise ClusteringError(f"the first batch has {len(X)} rows, fewer than n_clusters={k}; "
+                                      f"raise sample_size.")
+            km.partial_fit(X)
+        shift = np.inf if previous is None else np.abs(km.cluster_centers_ - previous).max()
+        previous = km.cluster_centers_.copy()
+        if shift <= tol:
+            break
+    return ClusterModel("kmeans", km.cluster_centers_.copy(), info={"iterations": done})
+
+
+def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> ClusterModel:
+    """Exact EM with one pass per iteration: the E-step of each batch adds to the sufficient
+    statistics (responsibility sums, weighted sums and second moments); the M-step uses the totals.
+    Initialised by a seeded GaussianMixture on the first batch."""
+    first = next(iter(batches()))
+    if len(first) < k:
+        raise ClusteringError(f"the first batch has {len(first)} rows, fewer than n_clusters={k}; raise sample_size.")
+    model = fit(first, "em", k, seed, covariance_type=covariance_type)
+    previous, done = -np.inf, 0
+    for done in range(1, passes + 1):
+        stats, log_likelihood = _em_statistics(model, batches)
+        model = _m_step(stats, covariance_type, reg)
+        if abs(log_likelihood - previous) < tol:
+            break
+        previous = log_likelihood
+    model.info = {"iterations": done, "mean_log_likelihood": float(log_likelihood)}
+    return model
+
+
+def _em_statistics(model: ClusterModel, batches):
+    gm = model._mixture()
+    n = 0
+    stats = None
+    total_log_likelihood = 0.0
+    for X in batches():
+        r = gm.predict_proba(X)  # (rows, k)
+        total_log_likelihood += float(gm.score_samples(X).sum())
+        n += len(X)
+        part = {"N": r.sum(axis=0), "S": r.T @ X, "Q": np.einsum("ik,id,ie->kde", r, X, X)
+                if model.covariance_type in ("full", "tied") else r.T @ (X * X)}
+        stats = part if stats is None else {key: stats[key] + part[key] for key in stats}
+    stats["n"] = n
+    return stats, total_log_likelihood / n
+
+
+def _m_step(stats, covariance_type, reg) -> ClusterModel:
+    N, S, Q, n = stats["N"], stats["S"], stats["Q"], stats["n"]
+    N = np.maximum(N, 10 * np.finfo(float).eps)
+    means = S / N[:, None]
+    d = means.shape[1]
+    if covariance_type == "diag":
+        covariances = Q / N[:, None] - means ** 2 + reg
+    elif covariance_type == "spherical":
+        covariances = (Q / N[:, None] - means ** 2).mean(axis=1) + reg
+    elif covariance_type == "full":
+        covariances = Q / N[:, None, None] - np.einsum("kd,ke->kde", means, means) + reg * np.eye(d)
+    else:  # tied: one covariance shared by all components
+        covariances = (Q.sum(axis=0) - np.einsum("k,kd,ke->de", N, means, means)) / n + reg * np.eye(d)
+    return ClusterModel("em", means, covariance_type, covariances, N / N.sum())

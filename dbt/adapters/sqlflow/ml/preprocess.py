@@ -10,7 +10,7 @@ max_input_attributes rule: continuous features are kept first, in column order, 
 states from the most to the least frequent, until the limit is reached.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +48,34 @@ def _state_strings(values: np.ndarray) -> np.ndarray:
     return values.astype(str).astype(object)
 
 
+class _ColumnStats:
+    """NULL count and state counts, with scikit-learn's scalers fitted batch by batch (partial_fit
+    keeps their statistics exact over any number of batches)."""
+
+    def __init__(self, categorical: bool):
+        self.categorical = categorical
+        self.count = self.nulls = 0
+        self.states: Dict[str, int] = {}
+        if not categorical:
+            from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+            self.standard, self.minmax = StandardScaler(), MinMaxScaler()
+
+    def add(self, column: RawColumn) -> None:
+        nulls = column.null_mask
+        self.nulls += int(nulls.sum())
+        present = column.values[~nulls]
+        self.count += len(present)
+        if self.categorical:
+            states, counts = np.unique(_state_strings(present), return_counts=True)
+            for state, count in zip(states, counts):
+                self.states[str(state)] = self.states.get(str(state), 0) + int(count)
+        elif len(present):
+            x = continuous_values(present).reshape(-1, 1)
+            self.standard.partial_fit(x)
+            self.minmax.partial_fit(x)
+
+
 class FeatureEncoder:
     def __init__(self, normalize="zscore", max_states=100, null_handling="impute", max_input_attributes=255):
         self.normalize = normalize
@@ -59,51 +87,45 @@ class FeatureEncoder:
     # ---- fitting
 
     def fit(self, columns: Sequence[RawColumn]) -> "FeatureEncoder":
-        self.features_ = [self._fit_one(c) for c in columns]
+        return self.fit_batches([{c.name: c for c in columns}])
+
+    def fit_batches(self, batches: Iterable[Dict[str, RawColumn]]) -> "FeatureEncoder":
+        """Fit from batches of rows (one pass, memory bounded by a batch): the statistics are exact."""
+        stats: Dict[str, _ColumnStats] = {}
+        for batch in batches:
+            for name, column in batch.items():
+                stats.setdefault(name, _ColumnStats(column.categorical)).add(column)
+        self.features_ = [self._finish(name, s) for name, s in stats.items()]
         self._limit_attributes()
         return self
 
-    def _check_nulls(self, column: RawColumn, nulls: np.ndarray) -> None:
-        if nulls.all():
-            raise EncodingError(f'feature column "{column.name}" holds only NULLs; '
-                                f"exclude it or fill it in the SELECT.")
-        if nulls.any() and self.null_handling == "error":
-            raise EncodingError(f'feature column "{column.name}" has {int(nulls.sum())} NULL values and '
-                                f"null_handling='error'; fill them in the SELECT or use "
-                                f"null_handling='impute' or 'indicator'.")
+    def _finish(self, name: str, s: "_ColumnStats") -> dict:
+        if s.count == 0:
+            raise EncodingError(f'feature column "{name}" holds only NULLs; exclude it or fill it in the SELECT.')
+        if s.nulls and self.null_handling == "error":
+            raise EncodingError(f'feature column "{name}" has {s.nulls} NULL values and null_handling=\'error\'; '
+                                f"fill them in the SELECT or use null_handling='impute' or 'indicator'.")
+        indicator = bool(self.null_handling == "indicator" and s.nulls)
+        if s.categorical:
+            return self._categorical(name, s, indicator)
+        mean = float(s.standard.mean_[0])
+        if self.normalize == "zscore":  # scikit-learn gives a constant column scale 1, not NaN
+            center, scale = mean, float(s.standard.scale_[0])
+        elif self.normalize == "minmax":
+            center, scale = float(s.minmax.data_min_[0]), float(1.0 / s.minmax.scale_[0])
+        else:
+            center, scale = 0.0, 1.0
+        return {"name": name, "kind": "continuous", "impute": mean, "center": float(center),
+                "scale": float(scale), "indicator": indicator}
 
-    def _fit_one(self, column: RawColumn) -> dict:
-        nulls = column.null_mask
-        self._check_nulls(column, nulls)
-        indicator = bool(self.null_handling == "indicator" and nulls.any())
-        if column.categorical:
-            return self._fit_categorical(column, nulls, indicator)
-        x = continuous_values(column.values[~nulls])
-        center, scale = self._scaling(x)
-        return {"name": column.name, "kind": "continuous", "impute": float(x.mean()),
-                "center": center, "scale": scale, "indicator": indicator}
-
-    def _scaling(self, x: np.ndarray):
-        from sklearn.preprocessing import MinMaxScaler, StandardScaler
-
-        if self.normalize == "zscore":
-            scaler = StandardScaler().fit(x.reshape(-1, 1))  # a constant column gets scale 1, not NaN
-            return float(scaler.mean_[0]), float(scaler.scale_[0])
-        if self.normalize == "minmax":
-            scaler = MinMaxScaler().fit(x.reshape(-1, 1))
-            return float(scaler.data_min_[0]), float(1.0 / scaler.scale_[0])
-        return 0.0, 1.0
-
-    def _fit_categorical(self, column: RawColumn, nulls: np.ndarray, indicator: bool) -> dict:
-        states, counts = np.unique(_state_strings(column.values[~nulls]), return_counts=True)
-        order = sorted(range(len(states)), key=lambda i: (-counts[i], states[i]))  # ties by name: deterministic
-        kept = [str(states[i]) for i in order[: self.max_states]]
-        frequency = {str(states[i]): int(counts[i]) for i in order[: self.max_states]}
+    def _categorical(self, name: str, s: "_ColumnStats", indicator: bool) -> dict:
+        order = sorted(s.states, key=lambda state: (-s.states[state], state))  # ties by name: deterministic
+        kept = order[: self.max_states]
+        frequency = {state: s.states[state] for state in kept}
         if indicator:
             kept.append(MISSING)
-            frequency[MISSING] = int(nulls.sum())
-        other = len(states) > self.max_states
-        return {"name": column.name, "kind": "categorical", "states": kept, "other": other,
+            frequency[MISSING] = s.nulls
+        return {"name": name, "kind": "categorical", "states": kept, "other": len(order) > self.max_states,
                 "impute": kept[0], "frequency": frequency, "indicator": indicator}
 
     def _limit_attributes(self) -> None:
