@@ -173,3 +173,78 @@ class TestPredictNeedsRef:
         run_dbt(["seed"])
         results, output = run_dbt_and_capture(["run"], expect_pass=False)
         assert "-- depends_on: {{ ref('iris_kmeans') }}" in output
+
+
+BLOBS_SQL = """
+-- four planted groups in three dimensions; the noise is a sum of sines (near-Gaussian, deterministic)
+select g as id,
+       (g % 4) * 6 + {noise1} as a,
+       (g % 4) * -4 + {noise2} as b,
+       ((g % 4) / 2) * 5 + {noise3} as c,
+       case g % 4 when 0 then 'north' when 1 then 'south' when 2 then 'east' else 'west' end as region
+from generate_series(1, 4000) g
+""".format(**{f"noise{d}": " + ".join(f"sin(g * {m * d + 0.123:.3f}) * 0.5" for m in (12.9898, 78.233, 3.17, 45.1))
+              for d in (1, 2, 3)})
+
+
+def _cluster(options, source="blobs"):
+    return "{{ config(materialized='cluster', key='id', seed=11, predict_only=['region'], " + options + \
+           ") }}\nselect * from {{ ref('" + source + "') }}"
+
+
+class TestScalableAutomaticKAndSupport:
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "blobs.sql": "{{ config(materialized='table') }}" + BLOBS_SQL,
+            "whole_km.sql": _cluster("n_clusters=4, n_init=3"),
+            "stream_km.sql": _cluster("n_clusters=4, n_init=3, scalable=true, sample_size=500"),
+            "stream_em.sql": _cluster("model_type='em', n_clusters=4, scalable=true, sample_size=700, "
+                                      "output_probabilities=true"),
+            "auto_km.sql": _cluster("n_clusters=0, k_range=[2, 7]"),
+            "auto_em.sql": _cluster("model_type='em', n_clusters=0, k_range=[2, 6]"),
+            "supported.sql": _cluster("n_clusters=6, minimum_support=900, pass_through=false"),
+            "auto_km_sweep.sql": "select * from {{ ml_training_info(ref('auto_km')) }}",
+        }
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        results = run_dbt(["run"])
+        assert len(results) == 8
+
+    def labels(self, project, model):
+        return [r[0] for r in query(project, f"select cluster_id from {project.test_schema}.{model} order by id")]
+
+    def test_streamed_kmeans_agrees_with_in_memory(self, project):
+        truth = [i % 4 for i in range(1, 4001)]
+        assert adjusted_rand_score(truth, self.labels(project, "whole_km")) == 1.0
+        assert adjusted_rand_score(truth, self.labels(project, "stream_km")) >= 0.99
+        assert adjusted_rand_score(truth, self.labels(project, "stream_em")) >= 0.99
+        sums = query(project, f"select min(probability_0 + probability_1 + probability_2 + probability_3), "
+                              f"max(probability_0 + probability_1 + probability_2 + probability_3), count(*) "
+                              f"from {project.test_schema}.stream_em")
+        assert sums[0][0] == pytest.approx(1.0) and sums[0][1] == pytest.approx(1.0) and sums[0][2] == 4000
+
+    def test_streamed_runs_are_deterministic(self, project):
+        before = self.labels(project, "stream_km")
+        run_dbt(["run", "-s", "stream_km"])
+        assert self.labels(project, "stream_km") == before
+
+    def test_automatic_k_is_recorded(self, project):
+        sweep = query(project, f"select k, inertia, silhouette, chosen from {project.test_schema}.auto_km_sweep order by k")
+        assert [r[0] for r in sweep] == [2, 3, 4, 5, 6, 7]
+        assert [r[0] for r in sweep if r[3]] == [4]
+        assert all(a[1] > b[1] for a, b in zip(sweep, sweep[1:]))  # inertia falls as k grows
+        assert len(set(self.labels(project, "auto_km"))) == 4
+        assert len(set(self.labels(project, "auto_em"))) == 4
+
+    def test_minimum_support_drops_clusters_and_keeps_ids_dense(self, project):
+        sizes = query(project, f"select cluster_id, count(*) from {project.test_schema}.supported group by 1 order by 1")
+        ids = [r[0] for r in sizes]
+        assert ids == list(range(len(ids))) and len(ids) < 6
+        assert min(r[1] for r in sizes) >= 900 and sum(r[1] for r in sizes) == 4000
+        columns = [r[0] for r in query(project, "select column_name from information_schema.columns where "
+                   f"table_schema = '{project.test_schema}' and table_name = 'supported' order by ordinal_position")]
+        assert columns == ["id", "a", "b", "c", "region", "cluster_id", "cluster_distance"]
+        profile = query(project, f'select cluster_id, size, "region=north" from {project.test_schema}.supported__profile')
+        assert sum(r[1] for r in profile) == 4000

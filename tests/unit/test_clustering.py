@@ -62,7 +62,7 @@ def test_minimum_support_drops_small_clusters_and_reassigns():
     data = np.vstack([X, [[50.0] * 5, [51.0] * 5]])  # a tiny far-away cluster of two rows
     model = clustering.fit(data, "kmeans", 5, seed=0)
     assert np.bincount(model.assign(data)[0]).min() == 2
-    pruned = clustering.drop_small_clusters(model, data, minimum_support=10)
+    pruned = clustering.drop_small_clusters(model, clustering.cluster_sizes(model, [data]), minimum_support=10)
     labels = pruned.assign(data)[0]
     assert pruned.k == 4 and set(labels) == {0, 1, 2, 3} and pruned.info["dropped_clusters"] == 1
 

@@ -84,6 +84,11 @@ class SqlflowAdapter(PostgresAdapter):
             raise DbtRuntimeError(f"{model['name']}: {exc}") from exc
         except psycopg2.Error as exc:
             raise DbtDatabaseError(f"{model['name']}: {str(exc).strip()}") from exc
+        except (DbtRuntimeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug of ours: still one readable line, the traceback in the debug log
+            raise DbtRuntimeError(f"{model['name']}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
+                                  f"This is a bug; the traceback is in logs/dbt.log.") from exc
         code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
         return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
 

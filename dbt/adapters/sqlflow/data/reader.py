@@ -20,6 +20,7 @@ from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, ReadPlan, quote_ident,
 log = logging.getLogger("dbt_sqlflow.data")
 
 _SOURCE = "__sqlflow_src"
+_PROBE_PAGES = 8
 
 
 class DuplicateColumnError(ValueError):
@@ -143,29 +144,30 @@ class BatchReader:
         with conn.cursor() as cur:
             cur.execute(f"create temporary table {self.table} as {self.layout.select_sql(sql)}")
             self.n_rows = cur.rowcount
-            cur.execute(
-                f"select pg_relation_size('{self.table}'::regclass) / current_setting('block_size')::int"
-            )
-            self.n_pages = int(cur.fetchone()[0])
-        rows_per_page = self.n_rows / self.n_pages if self.n_pages else 1
-        self.pages_per_batch = max(1, int(batch_rows / max(rows_per_page, 1)))
-        log.debug(f"materialized {self.n_rows} rows in {self.n_pages} pages for batched reading")
+            # rows per page from the first pages: the file may hold trailing empty pages
+            # (PostgreSQL extends relations several pages at a time)
+            cur.execute(f"select count(*) from {self.table} where ctid < '({_PROBE_PAGES},0)'::tid")
+            density = max(cur.fetchone()[0] / _PROBE_PAGES, 1.0)
+        self.pages_per_batch = max(1, int(batch_rows / density))
+        log.debug(f"materialized {self.n_rows} rows for batched reading, {self.pages_per_batch} pages a batch")
 
     @property
     def names(self) -> List[str]:
         return [c.name for c in self.layout.columns]
 
-    def page_ranges(self) -> Iterator[Tuple[int, int]]:
-        for first in range(0, max(self.n_pages, 1), self.pages_per_batch):
-            yield first, first + self.pages_per_batch
-
     def __iter__(self) -> Iterator[Frame]:
-        for first, stop in self.page_ranges():
-            sql = (
-                f"select * from {self.table} "
-                f"where ctid >= '({first},0)'::tid and ctid < '({stop},0)'::tid"
-            )
-            yield self.layout.frame(copy_out(self.conn, sql))
+        """Page ranges in order until every row has been read; empty ranges are skipped."""
+        first, read = 0, 0
+        while read < self.n_rows:
+            stop = first + self.pages_per_batch
+            sql = (f"select * from {self.table} "
+                   f"where ctid >= '({first},0)'::tid and ctid < '({stop},0)'::tid")
+            frame = self.layout.frame(copy_out(self.conn, sql))
+            first, read = stop, read + frame.n_rows
+            if frame.n_rows:
+                yield frame
+        if self.n_rows == 0:
+            yield self.layout.frame(copy_out(self.conn, f"select * from {self.table}"))
 
     def close(self) -> None:
         with self.conn.cursor() as cur:

@@ -2,12 +2,12 @@
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow import registry
-from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
+from dbt.adapters.sqlflow.data import BatchReader, Column, Frame, copy_in, create_table, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import inputs
 from dbt.adapters.sqlflow.ml import clustering
@@ -33,17 +33,53 @@ class Outcome:
     message: str
 
 
-def _fit(X: np.ndarray, options: Dict):
-    fit_options = {"n_init": options.get("n_init", 1), "max_iter": options.get("max_iter"),
-                   "tol": options.get("tol"), "covariance_type": options.get("covariance_type", "diag")}
-    sweep: List[Dict] = []
-    k = options["n_clusters"]
+def _fit_options(options: Dict) -> Dict:
+    return {"n_init": options.get("n_init", 1), "max_iter": options.get("max_iter"),
+            "tol": options.get("tol"), "covariance_type": options.get("covariance_type", "diag")}
+
+
+def _fit(source: "Source", encode, options: Dict):
+    """The model and the k sweep (n_clusters=0). Scalable mode streams the batches; choosing k then
+    runs on the first batch, a sample of sample_size rows."""
+    k, sweep, seed = options["n_clusters"], [], options["seed"]
     if k == 0:
-        k, sweep = clustering.choose_k(X, options["model_type"], options["k_range"], options["seed"], **fit_options)
-        log.info(f"chose k={k} from k_range {options['k_range']}")
-    model = clustering.fit(X, options["model_type"], k, options["seed"], **fit_options)
-    model = clustering.drop_small_clusters(model, X, options["minimum_support"])
+        sample = encode(source.first) if source.streamed else np.vstack([encode(f) for f in source.batches()])
+        k, sweep = clustering.choose_k(sample, options["model_type"], options["k_range"], seed, **_fit_options(options))
+        log.info(f"chose k={k} in k_range {options['k_range']}")
+    if source.streamed:
+        model = clustering.fit_streaming(lambda: (encode(f) for f in source.batches()), options["model_type"], k,
+                                         seed, **_fit_options(options))
+    else:
+        model = clustering.fit(encode(source.first), options["model_type"], k, seed, **_fit_options(options))
+    if options["minimum_support"] > 1:
+        sizes = clustering.cluster_sizes(model, (encode(f) for f in source.batches()))
+        model = clustering.drop_small_clusters(model, sizes, options["minimum_support"])
     return model, sweep
+
+
+class Source:
+    """The SELECT's rows: one in-memory frame, or (scalable) batches of a BatchReader."""
+
+    def __init__(self, conn, sql: str, options: Dict):
+        self.streamed = bool(options.get("scalable"))
+        if self.streamed:
+            self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
+            self.n_rows = self.reader.n_rows
+            self.first = next(iter(self.reader))
+        else:
+            self.reader = None
+            self.first = read_frame(conn, sql)
+            self.n_rows = self.first.n_rows
+
+    def batches(self) -> Iterator[Frame]:
+        return iter(self.reader) if self.streamed else iter([self.first])
+
+    def close(self) -> None:
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            except Exception:  # after a failed statement; the temporary table ends with the session
+                log.debug("left the batch table to the end of the session")
 
 
 def parameters(model: clustering.ClusterModel) -> Dict:
@@ -90,7 +126,7 @@ def centroid_frame(model, encoder: FeatureEncoder) -> Frame:
                   Column.of("normalized_value", normalized)])
 
 
-def profile_sql(source: str, label_column: str, frame: Frame, numeric: List[str], categorical: Dict[str, List[str]]) -> str:
+def profile_sql(source: str, label_column: str, numeric: List[str], categorical: Dict[str, List[str]]) -> str:
     """Per cluster: size, share, the mean of every numeric input column and the share of each state."""
     label = quote_ident(label_column)
     exprs = [f"{label} as cluster_id", "count(*) as size", "count(*)::float8 / sum(count(*)) over () as share"]
@@ -103,39 +139,80 @@ def profile_sql(source: str, label_column: str, frame: Frame, numeric: List[str]
     return f"select {', '.join(exprs)} from {source} group by {label} order by {label}"
 
 
-def _profile_columns(frame: Frame, roles: inputs.Roles, encoder: FeatureEncoder, max_states: int):
+def _frequent_states(conn, table: str, column: str, limit: int) -> List[str]:
+    with conn.cursor() as cur:
+        cur.execute(f"select {quote_ident(column)}::text from {table} where {quote_ident(column)} is not null "
+                    f"group by 1 order by count(*) desc, 1 limit {int(limit)}")
+        return [r[0] for r in cur.fetchall()]
+
+
+def _profile_columns(conn, table: str, sample: Frame, roles: inputs.Roles, encoder: FeatureEncoder,
+                     max_states: int):
+    """Numeric columns get a mean; categorical ones the share of each state (the encoder's states for
+    features, the most frequent ones in the written table for predict_only columns)."""
     numeric, categorical = [], {}
     encoded = {f["name"]: f for f in encoder.features_}
     for name in dict.fromkeys(roles.features + roles.predict_only):
-        kind = frame[name].type.kind
+        kind = sample[name].type.kind
         if kind in ("integer", "float"):
             numeric.append(name)
         elif kind in ("text", "boolean"):
             if name in encoded:
                 categorical[name] = [s for s in encoded[name]["states"] if not s.startswith("__")]
             else:
-                values = frame[name].values[~frame[name].null_mask]
-                states, counts = np.unique(values.astype(str), return_counts=True)
-                categorical[name] = [str(s) for s in states[np.argsort(-counts, kind="stable")][:max_states]]
+                categorical[name] = _frequent_states(conn, table, name, max_states)
     return numeric, categorical
+
+
+def _metrics(model, source: Source, encode, seed: int) -> Dict:
+    """Quality metrics on the first batch (all rows unless scalable); inertia always over every row."""
+    X = encode(source.first)
+    metrics = clustering.metrics(X, model.assign(X)[0], model, seed)
+    if source.streamed:
+        metrics["inertia"] = float(sum((model.assign(Xb)[1] ** 2).sum() for Xb in map(encode, source.batches())))
+        metrics["metrics_sample_rows"] = len(X)
+    return metrics
+
+
+def _write_assignments(conn, source: Source, encode, model, roles, options: Dict, target: str) -> int:
+    """Read a batch, assign it, COPY it out: the whole table is never in memory in scalable mode."""
+    written = 0
+    for frame in source.batches():
+        output = Frame(_passed_through(frame, roles, options) + assignment_columns(model, encode(frame), options))
+        if written == 0:
+            create_table(conn, target, output)
+        written += copy_in(conn, target, output)
+        log.info(f"wrote {written} of {source.n_rows} rows")
+    return written
 
 
 def run(conn, sql: str, options: Dict, targets: Targets, model_name: str, materialization: str,
         registry_table: str, registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
-    frame = read_frame(conn, sql)
-    log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
+    source = Source(conn, sql, options)
+    try:
+        return _train(conn, source, sql, options, targets, model_name, materialization, registry_table,
+                      registry_schema, relation, invocation_id)
+    finally:
+        source.close()
+
+
+def _train(conn, source: Source, sql, options, targets, model_name, materialization, registry_table,
+           registry_schema, relation, invocation_id) -> Outcome:
+    log.info(f"read {source.n_rows} rows x {len(source.first.columns)} columns")
     conn.commit()  # release the input's locks: nothing is held while training
-    if frame.n_rows == 0:
+    if source.n_rows == 0:
         raise inputs.InputError("the SELECT returned no rows; there is nothing to cluster.")
-    roles = inputs.roles(frame, options)
+    roles = inputs.roles(source.first, options)
     encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
                              options["max_input_attributes"])
-    raw = inputs.raw_columns(frame, roles.features)
-    X = encoder.fit(list(raw.values())).transform(raw)
-    model, sweep = _fit(X, options)
-    labels, _, _ = model.assign(X)
-    metrics = clustering.metrics(X, labels, model, options["seed"])
-    log.info(f"fitted {options['model_type']} with k={model.k} on {X.shape[1]} encoded features")
+    fingerprint = inputs.Fingerprint()
+    for frame in source.batches():
+        fingerprint.update(frame)
+    encoder.fit_batches(inputs.raw_columns(f, roles.features) for f in source.batches())
+    encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
+    model, sweep = _fit(source, encode, options)
+    metrics = _metrics(model, source, encode, options["seed"])
+    log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
 
     registry.ensure(conn, registry_table, registry_schema)
     version = registry.register(conn, registry_table, registry.ModelVersion(
@@ -143,23 +220,23 @@ def run(conn, sql: str, options: Dict, targets: Targets, model_name: str, materi
         features=encoder.to_dict(), label=None, parameters=parameters(model), metrics=metrics,
         training_info={"iterations": model.info.get("iterations"), "k_sweep": sweep,
                        "dropped_clusters": model.info.get("dropped_clusters", 0)},
-        row_count=frame.n_rows, input_fingerprint=inputs.fingerprint(frame),
+        row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
         sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(),
     ), materialization, relation, invocation_id)
 
     if materialization == "cluster":
-        output = Frame(_passed_through(frame, roles, options) + assignment_columns(model, X, options))
-        write_frame(conn, targets.main, output)
+        _write_assignments(conn, source, encode, model, roles, options, targets.main)
         write_frame(conn, targets.centroids, centroid_frame(model, encoder))
-        numeric, categorical = _profile_columns(frame, roles, encoder, options["max_states"])
+        numeric, categorical = _profile_columns(conn, targets.main, source.first, roles, encoder,
+                                                options["max_states"])
         with conn.cursor() as cur:
             cur.execute(f"create table {targets.profile} as "
-                        f"{profile_sql(targets.main, options['label_column'], output, numeric, categorical)}")
-        log.info(f"wrote {output.n_rows} rows, {model.k} centroids and the profile")
+                        f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}")
+        log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
     else:
         write_frame(conn, targets.main, weights_frame(model, encoder, version))
     verb = "CLUSTER" if materialization == "cluster" else "TRAIN"
-    return Outcome(frame.n_rows, model.k, version, f"{verb} {frame.n_rows} rows, k={model.k}, v{version}")
+    return Outcome(source.n_rows, model.k, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}")
 
 
 def weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame:

@@ -48,13 +48,22 @@ def raw_columns(frame: Frame, names: Sequence[str]) -> Dict[str, RawColumn]:
             for n in names}
 
 
-def fingerprint(frame: Frame) -> str:
-    """A digest of the input's values, NULLs and column names: equal inputs, equal digests."""
-    digest = hashlib.blake2b(digest_size=16)
-    for column in frame.columns:
-        digest.update(column.name.encode())
-        values = column.values
-        data = "\x1f".join(map(str, values)).encode() if values.dtype == object else np.ascontiguousarray(values).tobytes()
-        digest.update(data)
-        digest.update(column.null_mask.tobytes())
-    return digest.hexdigest()
+class Fingerprint:
+    """A digest of the input's values, NULLs and column names, fed batch by batch: equal inputs,
+    equal digests."""
+
+    def __init__(self):
+        self._digest = hashlib.blake2b(digest_size=16)
+
+    def update(self, frame: Frame) -> None:
+        for column in frame.columns:
+            self._digest.update(column.name.encode())
+            values = column.values
+            if values.dtype == object:
+                self._digest.update("\x1f".join(map(str, values)).encode())
+            else:
+                self._digest.update(np.ascontiguousarray(values).tobytes())
+            self._digest.update(column.null_mask.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

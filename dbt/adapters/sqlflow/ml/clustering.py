@@ -90,19 +90,23 @@ def fit(X: np.ndarray, model_type: str, k: int, seed: int = 0, n_init: int = 1, 
                               "aic": float(gm.aic(X))})
 
 
-def drop_small_clusters(model: ClusterModel, X: np.ndarray, minimum_support: int) -> ClusterModel:
-    """Remove clusters with fewer than minimum_support rows; their rows go to the nearest survivor."""
-    if minimum_support <= 1:
-        return model
-    labels, _, _ = model.assign(X)
-    sizes = np.bincount(labels, minlength=model.k)
+def cluster_sizes(model: ClusterModel, batches: Iterable[np.ndarray]) -> np.ndarray:
+    sizes = np.zeros(model.k, np.int64)
+    for X in batches:
+        sizes += np.bincount(model.assign(X)[0], minlength=model.k)
+    return sizes
+
+
+def drop_small_clusters(model: ClusterModel, sizes: np.ndarray, minimum_support: int) -> ClusterModel:
+    """Remove clusters with fewer than minimum_support rows (sizes: rows per cluster); their rows go
+    to the nearest surviving centre when assigned."""
     keep = np.flatnonzero(sizes >= minimum_support)
     if len(keep) == model.k:
         return model
     if len(keep) == 0:
         raise ClusteringError(f"no cluster has minimum_support={minimum_support} rows "
                               f"(largest: {sizes.max()}); lower minimum_support.")
-    dropped = {"dropped_clusters": int(model.k - len(keep)), **model.info}
+    dropped = {**model.info, "dropped_clusters": int(model.k - len(keep))}
     if model.model_type == "kmeans":
         return ClusterModel("kmeans", model.centers[keep], info=dropped)
     weights = model.weights[keep] / model.weights[keep].sum()
