@@ -26,7 +26,18 @@ def test_dbt_build_of_the_integration_project(tmp_path):
         with conn.cursor() as cur:
             cur.execute("select count(*), sum(orders) from analytics.customer_orders")
             customers, orders = cur.fetchone()
+            cur.execute("select count(*), count(distinct cluster_id) from analytics.customer_segments")
+            segmented = cur.fetchone()
+            cur.execute("select count(*), count(distinct cluster_id), min(cluster_id) from analytics.least_active_customers")
+            least_active, least_clusters, least_id = cur.fetchone()
+            cur.execute("select size from analytics.segment_profile where cluster_id = %s", (least_id,))
+            least_size = cur.fetchone()[0]
+            cur.execute("select count(*), count(*) filter (where chosen) from analytics.customer_segments_k_sweep")
+            sweep = cur.fetchone()
         conn.close()
         assert customers == 12 and orders == 60
+        assert segmented == (20000, 4)
+        assert least_clusters == 1 and least_active == least_size > 0
+        assert sweep == (7, 1)
     finally:
         embedded.stop(data)

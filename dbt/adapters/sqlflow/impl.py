@@ -1,7 +1,9 @@
+import traceback
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 from dbt.adapters.contracts.connection import AdapterResponse
+from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.impl import PostgresAdapter, PostgresConfig
 from dbt.adapters.base import available
 import psycopg2
@@ -11,6 +13,7 @@ from dbt.adapters.sqlflow import log_bridge
 from dbt.adapters.sqlflow.connections import SqlflowConnectionManager
 
 MAX_IDENTIFIER = 63
+logger = AdapterLogger("Sqlflow")
 
 
 @dataclass
@@ -87,6 +90,7 @@ class SqlflowAdapter(PostgresAdapter):
         except (DbtRuntimeError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug of ours: still one readable line, the traceback in the debug log
+            logger.debug(traceback.format_exc())
             raise DbtRuntimeError(f"{model['name']}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
                                   f"This is a bug; the traceback is in logs/dbt.log.") from exc
         code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
