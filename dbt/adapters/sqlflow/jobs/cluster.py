@@ -206,9 +206,13 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
     encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
                              options["max_input_attributes"])
     fingerprint = inputs.Fingerprint()
-    for frame in source.batches():
-        fingerprint.update(frame)
-    encoder.fit_batches(inputs.raw_columns(f, roles.features) for f in source.batches())
+
+    def fingerprinted(frames):  # one pass both digests the input and fits the encoder
+        for frame in frames:
+            fingerprint.update(frame)
+            yield inputs.raw_columns(frame, roles.features)
+
+    encoder.fit_batches(fingerprinted(source.batches()))
     encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
     model, sweep = _fit(source, encode, options)
     metrics = _metrics(model, source, encode, options["seed"])
