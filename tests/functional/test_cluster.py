@@ -248,3 +248,47 @@ class TestScalableAutomaticKAndSupport:
         assert columns == ["id", "a", "b", "c", "region", "cluster_id", "cluster_distance"]
         profile = query(project, f'select cluster_id, size, "region=north" from {project.test_schema}.supported__profile')
         assert sum(r[1] for r in profile) == 4000
+
+
+class TestRetrainOnChangeAndVersions:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"iris.csv": iris_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "flowers.sql": "{{ config(materialized='table') }} select * from {{ ref('iris') }} "
+                           "where id < {{ var('upto', 150) }}",
+            "seg.sql": "{{ config(materialized='cluster', n_clusters=3, key='id', exclude=['species'], "
+                       "retrain='on_change') }} select * from {{ ref('flowers') }}",
+            "pinned.sql": "{{ config(materialized='ml_predict', model='seg', version=1, pass_through=false) }}\n"
+                          "-- depends_on: {{ ref('seg') }}\nselect * from {{ ref('flowers') }}",
+        }
+
+    def versions(self, project):
+        return project.run_sql(f"select max(version) from {project.test_schema}.sqlflow_models "
+                               "where model_name = 'seg'", fetch="one")[0]
+
+    def test_unchanged_input_keeps_the_version_and_changed_input_retrains(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run", "-s", "flowers", "seg"])
+        assert self.versions(project) == 1
+        before = project.run_sql(f"select id, cluster_id from {project.test_schema}.seg order by id", fetch="all")
+        _, output = run_dbt_and_capture(["run", "-s", "seg"])
+        assert "CLUSTER unchanged, v1 kept" in output
+        assert self.versions(project) == 1
+        assert project.run_sql(f"select id, cluster_id from {project.test_schema}.seg order by id", fetch="all") == before
+
+        run_dbt(["run", "-s", "flowers", "--vars", '{"upto": 120}'])
+        _, output = run_dbt_and_capture(["run", "-s", "seg", "--vars", '{"upto": 120}'])
+        assert "CLUSTER 120 rows, k=3, v2" in output
+        assert self.versions(project) == 2
+
+        run_dbt(["run", "-s", "pinned", "--vars", '{"upto": 120}'])
+        rows = project.run_sql(f"select distinct model_version from {project.test_schema}.pinned", fetch="all")
+        assert rows == [(1,)]
+        columns = project.run_sql("select column_name from information_schema.columns where table_schema = "
+                                  f"'{project.test_schema}' and table_name = 'pinned' order by ordinal_position",
+                                  fetch="all")
+        assert [c[0] for c in columns] == ["id", "cluster_id", "cluster_distance", "model_version"]

@@ -68,7 +68,8 @@ class SqlflowAdapter(PostgresAdapter):
 
     @available
     def sqlflow_run(self, materialization: str, model: Dict, sql: str, targets: Dict[str, Optional[str]],
-                    relation: str, invocation_id: Optional[str] = None) -> AdapterResponse:
+                    relation: str, invocation_id: Optional[str] = None,
+                    relation_exists: bool = False) -> AdapterResponse:
         """Train (or score) the node into the intermediate tables named by `targets`."""
         from dbt.adapters.sqlflow import registry
         from dbt.adapters.sqlflow.jobs import cluster, predict
@@ -76,13 +77,16 @@ class SqlflowAdapter(PostgresAdapter):
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
         table = registry.table_name(schema, self.config.credentials.database)
-        conn = self.connections.get_thread_connection().handle
+        connection = self.connections.get_thread_connection()
+        if not connection.transaction_open:  # dbt's commit at the end expects the transaction it began
+            self.connections.begin()
+        conn = connection.handle
         try:
             if materialization == "ml_predict":
                 outcome = predict.run(conn, sql, options, targets["main"], table)
             else:
                 outcome = cluster.run(conn, sql, options, cluster.Targets(**targets), model["name"],
-                                      materialization, table, schema, relation, invocation_id)
+                                      materialization, table, schema, relation, invocation_id, relation_exists)
         except _user_errors() as exc:
             raise DbtRuntimeError(f"{model['name']}: {exc}") from exc
         except psycopg2.Error as exc:
@@ -94,6 +98,7 @@ class SqlflowAdapter(PostgresAdapter):
             raise DbtRuntimeError(f"{model['name']}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
                                   f"This is a bug; the traceback is in logs/dbt.log.") from exc
         code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
+        code = "UNCHANGED" if getattr(outcome, "unchanged", False) else code
         return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
 
 

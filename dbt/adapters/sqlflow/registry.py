@@ -128,3 +128,17 @@ def load(conn, table: str, model_name: str, version: Optional[int] = None) -> Mo
             raise RegistryError(f"{what} is not in the registry {table} (versions there: {versions or 'none'}); "
                                 f"train it first (dbt run -s {model_name}).")
     return ModelVersion(*row)
+
+
+def unchanged_version(conn, table: str, model_name: str, options: Dict, sql_fingerprint: str,
+                      input_fingerprint: str) -> Optional[int]:
+    """The latest version if it was trained from the same SQL, options and input; else None."""
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (table,))
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute(f"select version, options = %s::jsonb and sql_fingerprint = %s and input_fingerprint = %s "
+                    f"from {table} where model_name = %s order by version desc limit 1",
+                    (dumps(options), sql_fingerprint, input_fingerprint, model_name))
+        row = cur.fetchone()
+    return row[0] if row and row[1] else None

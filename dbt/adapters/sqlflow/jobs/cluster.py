@@ -31,6 +31,7 @@ class Outcome:
     k: int
     version: int
     message: str
+    unchanged: bool = False  # retrain='on_change' found nothing new: the existing relations stay
 
 
 def _fit_options(options: Dict) -> Dict:
@@ -187,17 +188,18 @@ def _write_assignments(conn, source: Source, encode, model, roles, options: Dict
 
 
 def run(conn, sql: str, options: Dict, targets: Targets, model_name: str, materialization: str,
-        registry_table: str, registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+        registry_table: str, registry_schema: str, relation: str, invocation_id: Optional[str],
+        relation_exists: bool = False) -> Outcome:
     source = Source(conn, sql, options)
     try:
         return _train(conn, source, sql, options, targets, model_name, materialization, registry_table,
-                      registry_schema, relation, invocation_id)
+                      registry_schema, relation, invocation_id, relation_exists)
     finally:
         source.close()
 
 
 def _train(conn, source: Source, sql, options, targets, model_name, materialization, registry_table,
-           registry_schema, relation, invocation_id) -> Outcome:
+           registry_schema, relation, invocation_id, relation_exists) -> Outcome:
     log.info(f"read {source.n_rows} rows x {len(source.first.columns)} columns")
     conn.commit()  # release the input's locks: nothing is held while training
     if source.n_rows == 0:
@@ -213,6 +215,14 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
             yield inputs.raw_columns(frame, roles.features)
 
     encoder.fit_batches(fingerprinted(source.batches()))
+    verb = "CLUSTER" if materialization == "cluster" else "TRAIN"
+    sql_fingerprint = hashlib.sha256(sql.encode()).hexdigest()
+    if options["retrain"] == "on_change" and relation_exists:
+        kept = registry.unchanged_version(conn, registry_table, model_name, options, sql_fingerprint,
+                                          fingerprint.hexdigest())
+        if kept:
+            log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
+            return Outcome(source.n_rows, 0, kept, f"{verb} unchanged, v{kept} kept", unchanged=True)
     encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
     model, sweep = _fit(source, encode, options)
     metrics = _metrics(model, source, encode, options["seed"])
@@ -225,7 +235,7 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
         training_info={"iterations": model.info.get("iterations"), "k_sweep": sweep,
                        "dropped_clusters": model.info.get("dropped_clusters", 0)},
         row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
-        sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(),
+        sql_fingerprint=sql_fingerprint,
     ), materialization, relation, invocation_id)
 
     if materialization == "cluster":
@@ -239,7 +249,6 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
         log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
     else:
         write_frame(conn, targets.main, weights_frame(model, encoder, version))
-    verb = "CLUSTER" if materialization == "cluster" else "TRAIN"
     return Outcome(source.n_rows, model.k, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}")
 
 

@@ -29,9 +29,11 @@
   {%- for suffix in side_suffixes -%}
     {%- do targets.update({suffix: staged[loop.index].intermediate.render()}) -%}
   {%- endfor -%}
-  {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation.render(), invocation_id) -%}
+  {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation.render(),
+                                          invocation_id, outputs[0][1] is not none) -%}
 
-  {%- for s in staged -%}
+  {#- retrain='on_change' with nothing new: no intermediates were written, the relations stay -#}
+  {%- for s in (staged if response.code != 'UNCHANGED' else []) -%}
     {%- if s.existing is not none -%}
       {%- do adapter.rename_relation(s.existing, s.backup) -%}
     {%- endif -%}
