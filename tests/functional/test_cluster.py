@@ -88,6 +88,13 @@ class TestKMeansAndEM:
         assert adjusted_rand_score(reference.labels_, ours) >= 0.99
         centers = reference.cluster_centers_[reference.labels_]
         np.testing.assert_allclose([r[2] for r in rows], np.linalg.norm(self._matrix() - centers, axis=1), atol=1e-6)
+        stored = query(project, f"select cluster_id, feature, normalized_value from {project.test_schema}.iris_kmeans__centroids")
+        ours_centers = np.zeros((3, 4))
+        for cluster_id, feature, value in stored:
+            ours_centers[cluster_id, COLUMNS.index(feature)] = value
+        for j in range(3):  # the same centres, matched through the rows they label
+            reference_id = reference.labels_[ours == j][0]
+            np.testing.assert_allclose(ours_centers[j], reference.cluster_centers_[reference_id], atol=1e-6)
 
     def test_output_columns(self, project):
         rows = query(project, "select column_name, data_type from information_schema.columns "

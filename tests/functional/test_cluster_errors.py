@@ -57,3 +57,64 @@ class TestErrorsKeepThePreviousBuild:
         assert "segments" in output and "Traceback" not in output
         assert self.state(project) == before
         assert before[0] == (60, 3)
+
+
+class TestPredictErrors:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"points.csv": SEED}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "segments.sql": "{{ config(materialized='cluster', key='id', n_clusters=3, exclude=['empty']) }} "
+                            "select * from {{ ref('points') }}",
+            "scored.sql": "{{ config(materialized='ml_predict', model='segments') }}\n"
+                          "-- depends_on: {{ ref('segments') }}\n"
+                          "select id, x {{ var('more', '') }} from {{ ref('points') }}",
+            "versioned.sql": "{{ config(materialized='ml_predict', model='segments', version=9) }}\n"
+                             "-- depends_on: {{ ref('segments') }}\nselect * from {{ ref('points') }}",
+        }
+
+    def test_missing_feature_and_missing_version(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run", "-s", "segments"])
+        _, output = run_dbt_and_capture(["run", "-s", "scored"], expect_pass=False)
+        assert "model 'segments' v1 was trained on 'y', 'city', which the SELECT does not return" in output
+        _, output = run_dbt_and_capture(["run", "-s", "versioned"], expect_pass=False)
+        assert "version 9 of model 'segments' is not in the registry" in output and "versions there: [1]" in output
+        run_dbt(["run", "-s", "scored", "--vars", '{"more": ", y, city"}'])
+        count = project.run_sql(f"select count(*), count(cluster_id) from {project.test_schema}.scored", fetch="one")
+        assert count == (60, 60)
+
+
+class TestLongNamesAndRegistrySchema:
+    LONG = "segments_with_a_long_name_that_nearly_fills_the_63_limit"
+
+    @pytest.fixture(scope="class")
+    def dbt_profile_target(self, postgres_server, unique_schema):
+        return {"type": "sqlflow", "threads": 2, "schema": "dbt_sqlflow_test",
+                "registry_schema": f"{unique_schema}_ml", **postgres_server["profile"]}
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"points.csv": SEED}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {f"{self.LONG}.sql": "{{ config(materialized='cluster', key='id', n_clusters=2, exclude=['empty']) }} "
+                                    "select * from {{ ref('points') }}",
+                "profile_of_long.sql": "select * from {{ ml_profile(ref('" + self.LONG + "')) }}"}
+
+    def test_side_tables_fit_in_63_characters_and_registry_goes_to_its_schema(self, project, unique_schema):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+        tables = [r[0] for r in project.run_sql(
+            f"select table_name from information_schema.tables where table_schema = '{project.test_schema}' "
+            "order by 1", fetch="all")]
+        side = [t for t in tables if t.endswith("__profile") or t.endswith("__centroids")]
+        assert len(side) == 2 and all(len(t) <= 63 for t in side)
+        assert project.run_sql(f"select count(*) from {project.test_schema}.profile_of_long", fetch="one") == (2,)
+        registry = project.run_sql(f"select model_name from {unique_schema}_ml.sqlflow_models", fetch="all")
+        assert registry == [(self.LONG,)]
+        project.run_sql(f"drop schema {unique_schema}_ml cascade")

@@ -6,7 +6,11 @@ scoring without pickling. scikit-learn does the fitting and is imported only her
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger("dbt_sqlflow.ml")
 
 SILHOUETTE_SAMPLE = 5_000  # silhouette is quadratic in rows: a sample keeps it under a second
 
@@ -145,6 +149,7 @@ def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int =
         model = fit(X, model_type, k, seed, **fit_options)
         labels, _, _ = model.assign(X)
         sweep.append({"k": k, **metrics(X, labels, model, seed)})
+        log.info(f"k={k}: inertia {sweep[-1]['inertia']:.6g}, silhouette {sweep[-1].get('silhouette', float('nan')):.3f}")
     if model_type == "em":
         best = min(sweep, key=lambda r: r["bic"])
     else:
@@ -198,6 +203,7 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
             km.partial_fit(X)
         shift = np.inf if previous is None else np.abs(km.cluster_centers_ - previous).max()
         previous = km.cluster_centers_.copy()
+        log.info(f"mini-batch k-means pass {done}: largest centre move {shift:.3g}")
         if shift <= tol:
             break
     return ClusterModel("kmeans", km.cluster_centers_.copy(), info={"iterations": done})
@@ -215,6 +221,7 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
     for done in range(1, passes + 1):
         stats, log_likelihood = _em_statistics(model, batches)
         model = _m_step(stats, covariance_type, reg)
+        log.info(f"EM pass {done}: mean log-likelihood {log_likelihood:.6g}")
         if abs(log_likelihood - previous) < tol:
             break
         previous = log_likelihood
