@@ -13,16 +13,14 @@ dbt's own start-up is measured as a `dbt run` of a one-row view in the same proj
 import argparse
 import datetime as dt
 import os
-import platform
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
 import psycopg2
+
+from common import machine, temporary_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 10
@@ -138,24 +136,14 @@ def write_project(root, data_path, tables):
     return project
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--scalable-rows", type=int, nargs="*", default=[5_000_000, 10_000_000])
     args = parser.parse_args()
 
-    from dbt.adapters.sqlflow import embedded
-
-    root = tempfile.mkdtemp(prefix="sqlflow-bench-", dir="/tmp")
-    data_path = os.path.join(root, "pgdata")
-    info = embedded.ensure_running(data_path)
-    dsn = f"host={info.host} port={info.port} user=postgres dbname=postgres"
-    try:
+    with temporary_server() as (data_path, dsn):
+        root = os.path.dirname(data_path)
         tables = {"clustered": ("points", False)}
         make_points(dsn, "points", args.rows)
         for n in args.scalable_rows:
@@ -173,9 +161,6 @@ def main():
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("show server_version")
             server = cur.fetchone()[0]
-    finally:
-        embedded.stop(data_path)
-        shutil.rmtree(root, ignore_errors=True)
 
     (a, a_rss), (b, b_rss), (c, c_rss), (s, _) = results["a"], results["b"], results["c"], results["startup"]
     print()

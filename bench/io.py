@@ -8,33 +8,18 @@ and the best time is kept. Prints a Markdown table for bench/RESULTS.md.
 """
 import argparse
 import datetime as dt
-import io
-import os
-import platform
-import shutil
-import tempfile
 import time
 import warnings
+from contextlib import ExitStack
 
-import numpy as np
 import psycopg2
 import psycopg2.extras
 
-from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
+from common import machine, temporary_server
+from dbt.adapters.sqlflow.data import read_frame, write_frame
 
 N_FLOATS = 10
 SOURCE = "bench_io_source"
-
-
-def connect(args):
-    if args.dsn:
-        return psycopg2.connect(args.dsn), None
-    from dbt.adapters.sqlflow import embedded
-
-    root = tempfile.mkdtemp(prefix="sqlflow-bench-", dir="/tmp")
-    info = embedded.ensure_running(os.path.join(root, "pgdata"))
-    conn = psycopg2.connect(host=info.host, port=info.port, user="postgres", dbname="postgres")
-    return conn, root
 
 
 def make_source(conn, rows):
@@ -120,19 +105,16 @@ def write_methods(conn, frame):
             ("psycopg2 execute_values", execute_values)]
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dsn")
     args = parser.parse_args()
-    conn, root = connect(args)
-    try:
+    with ExitStack() as stack:
+        dsn = args.dsn or stack.enter_context(temporary_server())[1]
+        conn = psycopg2.connect(dsn)
+        stack.callback(conn.close)
         with conn.cursor() as cur:
             cur.execute("show server_version")
             server = cur.fetchone()[0]
@@ -146,13 +128,6 @@ def main():
                 conn.commit()
                 results.append((kind, name, seconds))
                 print(f"  {kind:5} {name:40} {seconds:8.2f} s", flush=True)
-    finally:
-        conn.close()
-        if root:
-            from dbt.adapters.sqlflow import embedded
-
-            embedded.stop(os.path.join(root, "pgdata"))
-            shutil.rmtree(root, ignore_errors=True)
 
     print()
     print(f"### Data path: {args.rows:,} rows x (bigint id + {N_FLOATS} float8)")
