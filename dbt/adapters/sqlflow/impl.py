@@ -27,11 +27,12 @@ def _user_errors():
     from dbt.adapters.sqlflow.jobs.inputs import InputError
     from dbt.adapters.sqlflow.ml.clustering import ClusteringError
     from dbt.adapters.sqlflow.ml.preprocess import EncodingError
+    from dbt.adapters.sqlflow.ml.supervised import TargetError
     from dbt.adapters.sqlflow.options import OptionError
     from dbt.adapters.sqlflow.registry import RegistryError
 
     return (DuplicateColumnError, UnsupportedTypeError, InputError, ClusteringError, EncodingError,
-            OptionError, RegistryError)
+            OptionError, RegistryError, TargetError)
 
 
 class SqlflowAdapter(PostgresAdapter):
@@ -72,7 +73,8 @@ class SqlflowAdapter(PostgresAdapter):
                     relation_exists: bool = False) -> AdapterResponse:
         """Train (or score) the node into the intermediate tables named by `targets`."""
         from dbt.adapters.sqlflow import registry
-        from dbt.adapters.sqlflow.jobs import cluster, predict
+        from dbt.adapters.sqlflow.jobs import cluster, predict, train
+        from dbt.adapters.sqlflow.options import KERAS_TYPES
 
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
@@ -84,6 +86,9 @@ class SqlflowAdapter(PostgresAdapter):
         try:
             if materialization == "ml_predict":
                 outcome = predict.run(conn, sql, options, targets["main"], table)
+            elif options["model_type"] in KERAS_TYPES:
+                outcome = train.run(conn, sql, options, targets["main"], model["name"], table, schema,
+                                    relation, invocation_id)
             else:
                 outcome = cluster.run(conn, sql, options, cluster.Targets(**targets), model["name"],
                                       materialization, table, schema, relation, invocation_id, relation_exists)

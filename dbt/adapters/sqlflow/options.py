@@ -77,9 +77,28 @@ CLUSTER = [
     Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
     Option("label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"),
 ]
+LINEAR_TYPES = ("linear_regression", "logistic_regression")
+CLASSIFIERS = ("logistic_regression",)
+KERAS_TYPES = LINEAR_TYPES
+TRAIN = [
+    Option("learning_rate", 0.05, lambda v: _is_number(v, 0, strict=True), "a number > 0", KERAS_TYPES),
+    Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES),
+    Option("batch_size", 256, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES),
+    Option("optimizer", "adam", _one_of("sgd", "adam", "adagrad", "rmsprop", "ftrl"),
+           "'sgd', 'adam', 'adagrad', 'rmsprop' or 'ftrl'", KERAS_TYPES),
+    Option("l1", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
+    Option("l2", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
+    Option("early_stopping", 0, lambda v: _is_int(v, 0), "a patience in epochs (0 = off)", KERAS_TYPES),
+    Option("validation_split", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", KERAS_TYPES),
+    Option("data_split", "random", lambda v: isinstance(v, str) and v != "",
+           "'random', 'seq' or the name of a boolean column (true = held out)", KERAS_TYPES),
+    Option("class_weight", None, lambda v: v is None or v == "balanced" or isinstance(v, dict),
+           "'balanced' or a map of class to weight", CLASSIFIERS),
+    Option("label", None, lambda v: isinstance(v, str) and v != "", "the name of the target column", KERAS_TYPES),
+]
 # Keys of model types not built yet: known, so that they are reported as misplaced, not mistyped.
-DEC_ONLY = ["encode_units", "run_pretrain", "pretrained_model", "pretrain_epochs", "epochs",
-            "learning_rate", "update_interval", "output_embedding"]
+DEC_ONLY = ["encode_units", "run_pretrain", "pretrained_model", "pretrain_epochs", "update_interval",
+            "output_embedding", "hidden_units", "activation", "dropout", "n_factors"]
 PREDICT = [
     Option("model", None, lambda v: isinstance(v, str) and v != "", "the name of a trained model"),
     Option("version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"),
@@ -88,17 +107,19 @@ PREDICT = [
     Option("in_database", "auto", lambda v: v in ("auto", False, True, "false", "true"), "'auto' or false"),
 ]
 
-MODEL_TYPES = {"cluster": CLUSTER_TYPES, "ml_train": CLUSTER_TYPES, "ml_predict": ()}
+MODEL_TYPES = {"cluster": CLUSTER_TYPES, "ml_train": CLUSTER_TYPES + KERAS_TYPES, "ml_predict": ()}
 
 
-def catalog(materialization: str) -> List[Option]:
+def catalog(materialization: str, model_type: Optional[str] = None) -> List[Option]:
     if materialization == "ml_predict":
         return PREDICT
+    if model_type in KERAS_TYPES:
+        return [o for o in COMMON if o.name != "label"] + TRAIN
     return COMMON + CLUSTER
 
 
 def _all_known_names() -> set:
-    return {o.name for o in COMMON + CLUSTER + PREDICT} | set(DEC_ONLY)
+    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN} | set(DEC_ONLY)
 
 
 def _closest(key: str, names: Iterable[str]) -> Optional[str]:
@@ -108,10 +129,10 @@ def _closest(key: str, names: Iterable[str]) -> Optional[str]:
 
 def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Dict[str, Any]:
     """The node's ML options with defaults filled in; OptionError for any key or value that is wrong."""
-    options = catalog(materialization)
-    by_name = {o.name: o for o in options}
     where = f"model '{model_name}' (materialized='{materialization}')"
     model_type = config.get("model_type") or ("kmeans" if materialization == "cluster" else None)
+    options = catalog(materialization, model_type)
+    by_name = {o.name: o for o in options}
     allowed_types = MODEL_TYPES[materialization]
     if materialization != "ml_predict":
         if model_type is None:
@@ -122,9 +143,9 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
 
     resolved = {}
     for key, value in config.items():
-        if key in DBT_KEYS or key.startswith("_"):
-            continue
         option = by_name.get(key)
+        if option is None and (key in DBT_KEYS or key.startswith("_")):
+            continue
         if option is None:
             if key in _all_known_names():
                 raise OptionError(f"{where}: '{key}' does not apply to model_type '{model_type}'; "
@@ -147,6 +168,9 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
     for key in ("features", "key", "exclude", "predict_only"):
         if isinstance(resolved.get(key), str):
             resolved[key] = [resolved[key]]
+    if model_type in KERAS_TYPES and not resolved.get("label"):
+        raise OptionError(f"{where}: model_type '{model_type}' learns a target: name its column with "
+                          f"config(label='...').")
     if materialization == "ml_predict" and not resolved.get("model"):
         raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")
     return resolved

@@ -231,7 +231,8 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
     registry.ensure(conn, registry_table, registry_schema)
     version = registry.register(conn, registry_table, registry.ModelVersion(
         model_name=model_name, version=0, model_type=options["model_type"], options=options,
-        features=encoder.to_dict(), label=None, parameters=parameters(model), metrics=metrics,
+        features={**encoder.to_dict(), "kinds": {n: source.first[n].type.kind for n in roles.features}},
+        label=None, parameters=parameters(model), metrics=metrics,
         training_info={"iterations": model.info.get("iterations"), "k_sweep": sweep,
                        "dropped_clusters": model.info.get("dropped_clusters", 0)},
         row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),

@@ -1,47 +1,159 @@
-"""The `ml_predict` node: score the SELECT with a registered model version and write the predictions."""
+"""The `ml_predict` node: score the SELECT with a registered model version and write the predictions,
+in Python (rows read, scored, written back) or inside PostgreSQL (one CREATE TABLE AS)."""
 import logging
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 
-from dbt.adapters.sqlflow import registry
-from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
-from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES
+from dbt.adapters.sqlflow import registry, scoring_sql
+from dbt.adapters.sqlflow.data import Column, Frame, describe, read_frame, write_frame
+from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import cluster, inputs
+from dbt.adapters.sqlflow.ml import supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
 CLUSTER_TYPES = ("kmeans", "em")
+LINEAR_TYPES = ("linear_regression", "logistic_regression")
+IN_DATABASE = ("kmeans",) + LINEAR_TYPES
+
+
+def _in_database(options: Dict, model_type: str) -> bool:
+    setting = options.get("in_database", "auto")
+    if setting in (False, "false"):
+        return False
+    if model_type in IN_DATABASE:
+        return True
+    if setting in (True, "true"):
+        raise inputs.InputError(f"in_database=true cannot score a {model_type} model in SQL yet; use "
+                                f"in_database='auto' or false.")
+    return False
+
+
+def _check_features(trained: registry.ModelVersion, names: List[str]) -> List[str]:
+    features = [f["name"] for f in trained.features["features"]]
+    absent = [n for n in features if n not in names]
+    if absent:
+        raise inputs.InputError(f"model '{trained.model_name}' v{trained.version} was trained on "
+                                f"{', '.join(repr(a) for a in absent)}, which the SELECT does not return; "
+                                f"its columns are: {', '.join(names)}.")
+    return features
+
+
+def _kept_names(trained: registry.ModelVersion, options: Dict, names: List[str]) -> List[str]:
+    if options.get("pass_through", True):
+        return names
+    return [n for n in (trained.options.get("key") or []) if n in names]
+
+
+def _linear(trained: registry.ModelVersion) -> supervised.LinearModel:
+    p = trained.parameters
+    return supervised.LinearModel(p["task"], np.asarray(p["kernel"], float), np.asarray(p["bias"], float),
+                                  p.get("classes"))
+
+
+def _prediction_columns(trained, model: supervised.LinearModel, X: np.ndarray, options: Dict) -> List[Column]:
+    output = model.output(X)
+    label = trained.label
+    if model.task == "regression":
+        return [Column.of(f"predicted_{label}", output)]
+    label_type = WIRE_TYPES.get(trained.parameters.get("label_type"), WIRE_TYPES["text"])
+    predicted = np.array([model.classes[i] for i in output.argmax(axis=1)], dtype=object)
+    if label_type.kind != "text":
+        predicted = predicted.astype(label_type.numpy_dtype)
+    columns = [Column.of(f"predicted_{label}", predicted, type=label_type)]
+    if options.get("output_probabilities"):
+        columns += [Column.of(f"probability_{c}", output[:, i]) for i, c in enumerate(model.classes)]
+    return columns
+
+
+def _score_in_python(conn, sql: str, trained, options: Dict, target: str) -> int:
+    frame = read_frame(conn, sql)
+    conn.commit()  # release the input's locks while scoring
+    features = _check_features(trained, frame.names)
+    X = FeatureEncoder.from_dict(trained.features).transform(inputs.raw_columns(frame, features))
+    kept = [frame[n] for n in _kept_names(trained, options, frame.names)]
+    if trained.model_type in CLUSTER_TYPES:
+        scoring = {**trained.options, "output_probabilities": options.get("output_probabilities", False)}
+        scored = cluster.assignment_columns(cluster.model_from(trained), X, scoring)
+    else:
+        scored = _prediction_columns(trained, _linear(trained), X, options)
+    version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32), type=WIRE_TYPES["integer"])
+    return write_frame(conn, target, Frame(kept + scored + [version]))
+
+
+# ---------------------------------------------------------------- in PostgreSQL
+
+
+def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
+    from dbt.adapters.sqlflow.jobs.train import original_units, output_classes
+
+    model = _linear(trained)
+    kernel, bias = original_units(model, FeatureEncoder.from_dict(trained.features))
+    z = [f"({scoring_sql.linear_combination(kernel[:, k], exprs, bias[k])})" for k in range(kernel.shape[1])]
+    label = quote_ident(f"predicted_{trained.label}")
+    if model.task == "regression":
+        return [f"__z0 as {label}"], [f"{z[0]} as __z0"]
+    classes = model.classes
+    label_type = trained.parameters.get("label_type", "text")
+    lit = lambda c: f"{scoring_sql.literal(c)}::{label_type}"  # noqa: E731
+    if model.task == "binary":
+        inner = [f"{z[0]} as __z0"]
+        p1 = "case when __z0 >= 0 then 1 / (1 + exp(-__z0)) else exp(__z0) / (1 + exp(__z0)) end"
+        outer = [f"case when __z0 > 0 then {lit(classes[1])} else {lit(classes[0])} end as {label}"]
+        if options.get("output_probabilities"):
+            outer += [f"1 - ({p1}) as {quote_ident(f'probability_{classes[0]}')}",
+                      f"{p1} as {quote_ident(f'probability_{classes[1]}')}"]
+        return outer, inner
+    inner = [f"{zk} as __z{k}" for k, zk in enumerate(z)]
+    top = f"greatest({', '.join(f'__z{k}' for k in range(len(z)))})"
+    cases = " ".join(f"when __z{k} = {top} then {lit(c)}" for k, c in enumerate(classes))
+    outer = [f"case {cases} end as {label}"]
+    if options.get("output_probabilities"):
+        total = " + ".join(f"exp(__z{k} - {top})" for k in range(len(z)))
+        outer += [f"exp(__z{k} - {top}) / ({total}) as {quote_ident(f'probability_{c}')}"
+                  for k, c in enumerate(classes)]
+    return outer, inner
+
+
+def _kmeans_select(trained, exprs: List[str]):
+    encoder = FeatureEncoder.from_dict(trained.features)
+    center, scale = encoder.affine()
+    normalized = [f"(({e}) - {scoring_sql.literal(c)}) / {scoring_sql.literal(s)}"
+                  for e, c, s in zip(exprs, center, scale)]
+    centers = np.asarray(trained.parameters["centers"], float)
+    inner = [f"sqrt({' + '.join(f'power({n} - {scoring_sql.literal(m)}, 2)' for n, m in zip(normalized, mu))}) "
+             f"as __d{k}" for k, mu in enumerate(centers)]
+    nearest = f"least({', '.join(f'__d{k}' for k in range(len(centers)))})"
+    cases = " ".join(f"when __d{k} = {nearest} then {k}" for k in range(len(centers)))
+    label = quote_ident(trained.options.get("label_column", "cluster_id"))
+    return [f"case {cases} end as {label}", f"{nearest} as cluster_distance"], inner
+
+
+def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
+    names = [c.name for c in describe(conn, sql)]
+    _check_features(trained, names)
+    exprs = scoring_sql.feature_expressions(trained.features, trained.features.get("kinds", {}), "__sqlflow_in")
+    if trained.model_type == "kmeans":
+        outer, inner = _kmeans_select(trained, exprs)
+    else:
+        outer, inner = _linear_select(trained, options, exprs)
+    kept = [f"__sqlflow_s.{quote_ident(n)}" for n in _kept_names(trained, options, names)]
+    source = scoring_sql.fenced(["__sqlflow_in.*"] + inner, sql, "__sqlflow_in")
+    select = ", ".join(kept + outer + [f"{trained.version} as model_version"])
+    with conn.cursor() as cur:
+        cur.execute("set local jit = off")  # compiling the long generated expressions costs seconds
+        cur.execute(f"create table {target} as select {select} from {source} as __sqlflow_s")
+        return cur.rowcount
 
 
 def run(conn, sql: str, options: Dict, target: str, registry_table: str) -> cluster.Outcome:
     version = options.get("version")
     trained = registry.load(conn, registry_table, options["model"], None if version in (None, "latest") else version)
-    if trained.model_type not in CLUSTER_TYPES:
-        raise inputs.InputError(f"model '{trained.model_name}' is a {trained.model_type} model, which "
-                                f"ml_predict cannot score yet.")
-    frame = read_frame(conn, sql)
-    conn.commit()  # release the input's locks while scoring
-    encoder = FeatureEncoder.from_dict(trained.features)
-    features = [f["name"] for f in encoder.features_]
-    absent = [n for n in features if n not in frame]
-    if absent:
-        raise inputs.InputError(f"model '{trained.model_name}' v{trained.version} was trained on "
-                                f"{', '.join(repr(a) for a in absent)}, which the SELECT does not return; "
-                                f"its columns are: {', '.join(frame.names)}.")
-    X = encoder.transform(inputs.raw_columns(frame, features))
-    model = cluster.model_from(trained)
-    scoring = {**trained.options, "output_probabilities": options.get("output_probabilities", False)}
-    if options.get("pass_through", True):
-        kept = list(frame.columns)
-    else:
-        key = trained.options.get("key") or []
-        kept = [frame[n] for n in key if n in frame]
-    columns = kept + cluster.assignment_columns(model, X, scoring)
-    columns.append(Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32),
-                             type=WIRE_TYPES["integer"]))
-    write_frame(conn, target, Frame(columns))
-    log.info(f"scored {frame.n_rows} rows with {trained.model_name} v{trained.version}")
-    return cluster.Outcome(frame.n_rows, model.k, trained.version,
-                           f"PREDICT {frame.n_rows} rows, {trained.model_name} v{trained.version}")
+    where = "in PostgreSQL" if _in_database(options, trained.model_type) else "in Python"
+    score = _score_in_database if where == "in PostgreSQL" else _score_in_python
+    rows = score(conn, sql, trained, options, target)
+    log.info(f"scored {rows} rows with {trained.model_name} v{trained.version} {where}")
+    return cluster.Outcome(rows, 0, trained.version,
+                           f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}")

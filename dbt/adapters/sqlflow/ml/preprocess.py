@@ -194,6 +194,24 @@ class FeatureEncoder:
             out.append((~known).astype(np.float64))
         return out
 
+    def affine(self):
+        """(center, scale) per encoded feature: encoded = (raw - center) / scale, where raw is the
+        column value (continuous) or the 0/1 flag (one-hot states and missing indicators)."""
+        center, scale = [], []
+        for f in self.features_:
+            if f["kind"] == "continuous":
+                if not f.get("dropped"):
+                    center.append(f["center"])
+                    scale.append(f["scale"])
+                if f["indicator"]:
+                    center.append(0.0)
+                    scale.append(1.0)
+            else:
+                n = len(f["states"]) + (1 if f["other"] else 0)
+                center += [0.0] * n
+                scale += [1.0] * n
+        return np.array(center, np.float64), np.array(scale, np.float64)
+
     def to_original_units(self, name: str, value: np.ndarray) -> np.ndarray:
         """An encoded feature's values in the column's own units (one-hot features are shares)."""
         for f in self.features_:

@@ -1,0 +1,127 @@
+"""The `ml_train` node for models with a label: linear and logistic regression (TensorFlow)."""
+import hashlib
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from dbt.adapters.sqlflow import registry
+from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
+from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES
+from dbt.adapters.sqlflow.jobs import inputs
+from dbt.adapters.sqlflow.jobs.cluster import Outcome
+from dbt.adapters.sqlflow.ml import supervised
+from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
+
+log = logging.getLogger("dbt_sqlflow.jobs")
+
+
+def _split_column(frame: Frame, options: Dict) -> Optional[str]:
+    split = options.get("data_split", "random")
+    if split in ("random", "seq"):
+        return None
+    if split not in frame:
+        raise inputs.InputError(f"data_split names column '{split}', which the SELECT does not return; use "
+                                f"'random', 'seq' or a boolean column (true = held out).")
+    if frame[split].type.kind != "boolean":
+        raise inputs.InputError(f"data_split column '{split}' is {frame[split].type.name}, not boolean.")
+    return split
+
+
+def _held_out(frame: Frame, options: Dict, roles: inputs.Roles, split: Optional[str]) -> np.ndarray:
+    if split:
+        return frame[split].values & ~frame[split].null_mask
+    order = None
+    if options.get("data_split") == "seq" and roles.key:
+        order = np.lexsort([frame[k].values for k in reversed(roles.key)])
+        order = np.argsort(order)  # each row's rank in key order
+    return supervised.held_out_mask(frame.n_rows, options, order)
+
+
+def original_units(model: supervised.LinearModel, encoder: FeatureEncoder):
+    """The kernel and bias for raw column values: z = b + sum(w * (x - c) / s) = b' + sum(w' * x)."""
+    center, scale = encoder.affine()
+    kernel = model.kernel / scale[:, None]
+    bias = model.bias - (center / scale) @ model.kernel
+    return kernel, bias
+
+
+def output_classes(model: supervised.LinearModel) -> List:
+    """The class each output column's logit belongs to (binary: the second class), or [None]."""
+    if model.task == "regression":
+        return [None]
+    return [model.classes[1]] if model.task == "binary" else list(model.classes)
+
+
+def weights_frame(model: supervised.LinearModel, encoder: FeatureEncoder, version: int) -> Frame:
+    kernel, bias = original_units(model, encoder)
+    names = encoder.feature_names
+    classes = output_classes(model)
+    rows = [("weights", j, k, names[j], classes[k], kernel[j, k]) for k in range(kernel.shape[1])
+            for j in range(kernel.shape[0])]
+    rows += [("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))]
+    tensor, i, j, feature, klass, value = (list(x) for x in zip(*rows))
+    n = len(rows)
+    klass_null = np.array([c is None for c in klass])
+    return Frame([
+        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
+        Column.of("tensor", np.array(tensor, object)),
+        Column.of("i", np.array([x or 0 for x in i], np.int32), nulls=np.array([x is None for x in i]),
+                  type=WIRE_TYPES["integer"]),
+        Column.of("j", np.array(j, np.int32), type=WIRE_TYPES["integer"]),
+        Column.of("feature", np.array(feature, object)),
+        Column.of("class", np.array(["" if c is None else str(c) for c in klass], object), nulls=klass_null),
+        Column.of("value", np.array(value, float)),
+    ])
+
+
+def _metrics(model, X, target, held) -> Dict:
+    out = {}
+    for prefix, rows in (("train", ~held), ("eval", held)):
+        for name, value in supervised.metrics(target.task, target.y[rows], model.output(X[rows])).items():
+            out[f"{prefix}_{name}"] = value
+    return out
+
+
+def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
+        registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+    frame = read_frame(conn, sql)
+    log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
+    conn.commit()  # release the input's locks: nothing is held while training
+    if frame.n_rows == 0:
+        raise inputs.InputError("the SELECT returned no rows; there is nothing to train on.")
+    split = _split_column(frame, options)
+    if split and split not in (options.get("exclude") or []):
+        options = {**options, "exclude": list(options.get("exclude") or []) + [split]}
+    roles = inputs.roles(frame, options)
+    label = frame[options["label"]]
+    target = supervised.Target.of(label.values, label.nulls, options["model_type"] == "logistic_regression",
+                                  options["label"])
+    held = _held_out(frame, options, roles, split)
+    encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
+                             options["max_input_attributes"])
+    encoder.fit(list(inputs.raw_columns(frame.take(~held), roles.features).values()))
+    X = encoder.transform(inputs.raw_columns(frame, roles.features))
+    model = supervised.train_linear(X, target, options, held)
+    metrics = _metrics(model, X, target, held)
+    log.info(f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
+             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    fingerprint = inputs.Fingerprint()
+    fingerprint.update(frame)
+
+    registry.ensure(conn, registry_table, registry_schema)
+    kinds = {n: frame[n].type.kind for n in roles.features}
+    version = registry.register(conn, registry_table, registry.ModelVersion(
+        model_name=model_name, version=0, model_type=options["model_type"], options=options,
+        features={**encoder.to_dict(), "kinds": kinds}, label=options["label"],
+        parameters={"task": model.task, "classes": model.classes, "kernel": model.kernel, "bias": model.bias,
+                    "label_type": label.type.name},
+        metrics=metrics,
+        training_info={"loss": model.history.loss, "val_loss": model.history.val_loss,
+                       "epochs": model.history.epochs_run, "train_rows": int((~held).sum()),
+                       "held_out_rows": int(held.sum())},
+        row_count=frame.n_rows, input_fingerprint=fingerprint.hexdigest(),
+        sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(),
+    ), "ml_train", relation, invocation_id)
+    write_frame(conn, target_relation, weights_frame(model, encoder, version))
+    return Outcome(frame.n_rows, 0, version, f"TRAIN {frame.n_rows} rows, {options['model_type']}, v{version}")

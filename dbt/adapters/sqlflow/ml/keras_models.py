@@ -1,0 +1,107 @@
+"""Models trained by gradient descent, in Keras (TensorFlow): build, train, save and load.
+
+TensorFlow keeps global state (the random seed, op determinism, the default graph), so every use
+of it here runs under one process-wide lock: several ML nodes under `dbt run --threads N` take
+turns in TensorFlow and stay deterministic. Models are saved as `.keras` bytes and loaded back
+with safe_mode=True; nothing is pickled.
+"""
+import io
+import logging
+import os
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+log = logging.getLogger("dbt_sqlflow.ml")
+_tf_lock = threading.RLock()
+
+
+@contextmanager
+def tensorflow_session(seed: int):
+    """The lock, a quiet TensorFlow, and every random generator seeded."""
+    with _tf_lock:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # its C++ notices are not ours to show
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+        yield keras
+
+
+def _optimizer(keras, name: str, learning_rate: float):
+    return {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+            "rmsprop": keras.optimizers.RMSprop, "ftrl": keras.optimizers.Ftrl}[name](learning_rate=learning_rate)
+
+
+def build_linear(keras, n_inputs: int, n_outputs: int, activation: Optional[str], l1: float, l2: float):
+    """One dense layer: linear regression (no activation), logistic (sigmoid) or softmax regression."""
+    regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+    inputs = keras.Input(shape=(n_inputs,), name="features")
+    outputs = keras.layers.Dense(n_outputs, activation=activation, kernel_regularizer=regularizer,
+                                 name="linear")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+@dataclass
+class History:
+    loss: List[float] = field(default_factory=list)
+    val_loss: List[float] = field(default_factory=list)
+    epochs_run: int = 0
+
+
+class _ProgressLog:
+    """A Keras callback writing each epoch's losses to the log (dbt shows them)."""
+
+    def __new__(cls, keras, total: int):
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
+                log.info(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}")
+
+        return Callback()
+
+
+def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
+        validation: Optional[tuple] = None, sample_weight: Optional[np.ndarray] = None) -> History:
+    model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
+    callbacks = [_ProgressLog(keras, options["epochs"])]
+    if options.get("early_stopping") and validation is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
+                                                       restore_best_weights=True))
+    result = model.fit(X, y, epochs=options["epochs"], batch_size=options["batch_size"], shuffle=True,
+                       validation_data=validation, sample_weight=sample_weight, callbacks=callbacks, verbose=0)
+    history = result.history
+    return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
+                   len(history.get("loss", [])))
+
+
+def predict(model, X: np.ndarray) -> np.ndarray:
+    return np.asarray(model(X.astype(np.float32), training=False), dtype=np.float64)
+
+
+def to_bytes(model) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def from_bytes(keras, data: bytes):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def dense_weights(model, layer: str = "linear"):
+    """(kernel, bias) of a dense layer as float64 arrays."""
+    kernel, bias = model.get_layer(layer).get_weights()
+    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)

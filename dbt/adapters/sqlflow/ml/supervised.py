@@ -1,0 +1,146 @@
+"""Supervised learning on arrays: targets, held-out splits, class weights, metrics, and linear models
+(linear and logistic regression) trained with Keras and kept as plain weight arrays."""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dbt.adapters.sqlflow.ml import keras_models
+
+
+class TargetError(ValueError):
+    pass
+
+
+@dataclass
+class Target:
+    """The label column made numeric: float values (regression) or class indices (classification)."""
+
+    task: str  # regression | binary | multiclass
+    y: np.ndarray
+    classes: Optional[List] = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, nulls: Optional[np.ndarray], classification: bool, label: str) -> "Target":
+        if nulls is not None and nulls.any():
+            raise TargetError(f'label column "{label}" has {int(nulls.sum())} NULL values; filter them out '
+                              f"in the SELECT (where {label} is not null).")
+        if not classification:
+            if values.dtype.kind not in "iuf":
+                raise TargetError(f'label column "{label}" is {values.dtype.kind == "O" and "text" or values.dtype}; '
+                                  f"linear_regression needs a numeric label.")
+            return cls("regression", values.astype(np.float64))
+        classes, y = np.unique(values, return_inverse=True)
+        if len(classes) < 2:
+            raise TargetError(f'label column "{label}" has a single class ({classes[0]!r}); a classifier needs '
+                              f"at least two.")
+        return cls("binary" if len(classes) == 2 else "multiclass", y.astype(np.int64),
+                   [c.item() if isinstance(c, np.generic) else c for c in classes])
+
+
+def held_out_mask(n_rows: int, options: Dict, order: Optional[np.ndarray] = None,
+                  flag: Optional[np.ndarray] = None) -> np.ndarray:
+    """True for rows held out for evaluation: a seeded random fraction, the last fraction in key order
+    (`seq`), or the rows where a boolean column is true."""
+    if flag is not None:
+        return flag.astype(bool)
+    fraction = options.get("validation_split") or 0.0
+    held = np.zeros(n_rows, bool)
+    count = int(round(n_rows * fraction))
+    if count == 0:
+        return held
+    if options.get("data_split", "random") == "seq":
+        ranks = np.argsort(order if order is not None else np.arange(n_rows), kind="stable")
+        held[ranks[-count:]] = True
+    else:
+        held[np.random.default_rng(options.get("seed", 0)).permutation(n_rows)[:count]] = True
+    return held
+
+
+def class_weights(y: np.ndarray, n_classes: int, setting, classes: Sequence) -> Optional[np.ndarray]:
+    """Per-row sample weights for `class_weight`: 'balanced' (n / (k * count)) or a map of class to weight."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(y, minlength=n_classes)
+        per_class = len(y) / (n_classes * np.maximum(counts, 1))
+    else:
+        by_name = {str(k): float(v) for k, v in setting.items()}
+        per_class = np.array([by_name.get(str(c), 1.0) for c in classes])
+    return per_class[y]
+
+
+def metrics(task: str, y: np.ndarray, output: np.ndarray) -> Dict[str, float]:
+    """Regression: MSE, MAE, R2. Classification: accuracy, precision, recall, F1 (binary: of the second
+    class; multiclass: macro averages), log loss and ROC AUC."""
+    from sklearn import metrics as m
+
+    if len(y) == 0:
+        return {}
+    if task == "regression":
+        return {"mse": float(m.mean_squared_error(y, output)), "mae": float(m.mean_absolute_error(y, output)),
+                "r2": float(m.r2_score(y, output)) if len(y) > 1 else None}
+    probabilities = output
+    predicted = probabilities.argmax(axis=1)
+    average = "binary" if task == "binary" else "macro"
+    labels = list(range(probabilities.shape[1]))
+    out = {"accuracy": float(m.accuracy_score(y, predicted)),
+           "precision": float(m.precision_score(y, predicted, average=average, zero_division=0)),
+           "recall": float(m.recall_score(y, predicted, average=average, zero_division=0)),
+           "f1": float(m.f1_score(y, predicted, average=average, zero_division=0)),
+           "log_loss": float(m.log_loss(y, probabilities, labels=labels))}
+    if len(np.unique(y)) == probabilities.shape[1]:
+        out["roc_auc"] = float(m.roc_auc_score(y, probabilities[:, 1]) if task == "binary"
+                               else m.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels))
+    return out
+
+
+@dataclass
+class LinearModel:
+    """decision = X @ kernel + bias, on encoded (normalized) features."""
+
+    task: str
+    kernel: np.ndarray  # (features, outputs)
+    bias: np.ndarray  # (outputs,)
+    classes: Optional[List] = None
+    history: keras_models.History = field(default_factory=keras_models.History)
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.kernel + self.bias
+
+    def output(self, X: np.ndarray) -> np.ndarray:
+        """Regression: the prediction. Classification: class probabilities (rows sum to 1)."""
+        z = self.decision(X)
+        if self.task == "regression":
+            return z[:, 0]
+        if self.task == "binary":
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def train_linear(X: np.ndarray, target: Target, options: Dict, held: np.ndarray) -> LinearModel:
+    """Linear regression (MSE), logistic regression (binary cross-entropy) or softmax regression
+    (sparse categorical cross-entropy): one dense layer, trained by the configured optimizer."""
+    n_out = 1 if target.task in ("regression", "binary") else len(target.classes)
+    activation = {"regression": None, "binary": "sigmoid", "multiclass": "softmax"}[target.task]
+    loss = {"regression": "mse", "binary": "binary_crossentropy",
+            "multiclass": "sparse_categorical_crossentropy"}[target.task]
+    train, test = ~held, held
+    y = target.y.astype(np.float32 if target.task != "multiclass" else np.int64)
+    shift, spread = 0.0, 1.0
+    if target.task == "regression":  # a standardized target converges in far fewer steps
+        shift, spread = float(target.y[train].mean()), float(target.y[train].std() or 1.0)
+        y = ((target.y - shift) / spread).astype(np.float32)
+    weights = None
+    if target.task != "regression":
+        weights = class_weights(target.y[train], len(target.classes), options.get("class_weight"), target.classes)
+    with keras_models.tensorflow_session(options.get("seed", 0)) as keras:
+        model = keras_models.build_linear(keras, X.shape[1], n_out, activation, options["l1"], options["l2"])
+        validation = (X[test].astype(np.float32), y[test]) if test.any() else None
+        history = keras_models.fit(keras, model, X[train].astype(np.float32), y[train], loss, options,
+                                   validation, weights)
+        kernel, bias = keras_models.dense_weights(model)
+    return LinearModel(target.task, kernel * spread, bias * spread + shift, target.classes, history)

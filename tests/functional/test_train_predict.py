@@ -1,0 +1,141 @@
+"""`ml_train` linear and logistic regression (TensorFlow) and `ml_predict` in Python and in PostgreSQL."""
+import json
+import os
+
+import numpy as np
+import pytest
+from dbt.tests.util import run_dbt, run_dbt_and_capture
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss, r2_score
+from sklearn.preprocessing import StandardScaler
+
+
+def csv(data, target, target_name="target", target_names=None):
+    names = [f"f{i}" for i in range(data.shape[1])]
+    lines = ["id," + ",".join(names) + f",{target_name}"]
+    for i, (row, y) in enumerate(zip(data, target)):
+        label = target_names[y] if target_names is not None else (repr(float(y)) if isinstance(y, float) else int(y))
+        lines.append(f"{i}," + ",".join(repr(float(v)) for v in row) + f",{label}")
+    return "\n".join(lines) + "\n"
+
+
+DIABETES, CANCER, IRIS = load_diabetes(), load_breast_cancer(), load_iris()
+C_L2 = 1 / (2 * 1.0 * len(CANCER.target))  # sklearn's C=1 as a Keras L2 on the mean loss
+
+MODELS = {
+    "diabetes_lr.sql": "{{ config(materialized='ml_train', model_type='linear_regression', label='target', "
+                       "key='id', exclude=['id'], learning_rate=0.1, epochs=200, batch_size=442, seed=1) }} "
+                       "select * from {{ ref('diabetes') }}",
+    "cancer_logit.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='target', "
+                        f"key='id', exclude=['id'], learning_rate=0.1, epochs=200, batch_size=569, l2={C_L2!r}, "
+                        "seed=1) }} select * from {{ ref('cancer') }}",
+    "iris_softmax.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='species', "
+                        "key='id', exclude=['id'], learning_rate=0.1, epochs=200, batch_size=120, seed=1, "
+                        "validation_split=0.2) }} select * from {{ ref('iris_species') }}",
+    "diabetes_scored.sql": "{{ config(materialized='ml_predict', model='diabetes_lr') }}\n"
+                           "-- depends_on: {{ ref('diabetes_lr') }}\nselect * from {{ ref('diabetes') }}",
+    "diabetes_scored_py.sql": "{{ config(materialized='ml_predict', model='diabetes_lr', in_database=false) }}\n"
+                              "-- depends_on: {{ ref('diabetes_lr') }}\nselect * from {{ ref('diabetes') }}",
+    "cancer_scored.sql": "{{ config(materialized='ml_predict', model='cancer_logit', output_probabilities=true) }}\n"
+                         "-- depends_on: {{ ref('cancer_logit') }}\nselect * from {{ ref('cancer') }}",
+    "cancer_scored_py.sql": "{{ config(materialized='ml_predict', model='cancer_logit', output_probabilities=true, "
+                            "in_database=false) }}\n-- depends_on: {{ ref('cancer_logit') }}\n"
+                            "select * from {{ ref('cancer') }}",
+    "iris_scored.sql": "{{ config(materialized='ml_predict', model='iris_softmax', output_probabilities=true) }}\n"
+                       "-- depends_on: {{ ref('iris_softmax') }}\nselect * from {{ ref('iris_species') }}",
+    "iris_scored_py.sql": "{{ config(materialized='ml_predict', model='iris_softmax', output_probabilities=true, "
+                          "in_database=false) }}\n-- depends_on: {{ ref('iris_softmax') }}\n"
+                          "select * from {{ ref('iris_species') }}",
+}
+
+
+class TestLinearAndLogistic:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"diabetes.csv": csv(DIABETES.data, DIABETES.target.astype(float)),
+                "cancer.csv": csv(CANCER.data, CANCER.target),
+                "iris_species.csv": csv(IRIS.data, IRIS.target, "species", IRIS.target_names)}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return MODELS
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        results, output = run_dbt_and_capture(["run", "--threads", "3"])
+        assert len(results) == len(MODELS)
+        return output
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_linear_regression_r2_matches_scikit_learn(self, project):
+        rows = self.rows(project, "select target, predicted_target from {s}.diabetes_scored order by id")
+        ours = r2_score([r[0] for r in rows], [r[1] for r in rows])
+        reference = LinearRegression().fit(DIABETES.data, DIABETES.target).score(DIABETES.data, DIABETES.target)
+        assert ours == pytest.approx(reference, abs=0.01)
+
+    def test_logistic_regression_matches_scikit_learn(self, project):
+        rows = self.rows(project, 'select target, predicted_target, "probability_1" from {s}.cancer_scored order by id')
+        X = StandardScaler().fit_transform(CANCER.data)
+        reference = LogisticRegression(C=1.0, max_iter=5000).fit(X, CANCER.target)
+        y = [r[0] for r in rows]
+        assert accuracy_score(y, [r[1] for r in rows]) == pytest.approx(reference.score(X, CANCER.target), abs=0.01)
+        ours_loss = log_loss(y, [r[2] for r in rows])
+        assert ours_loss == pytest.approx(log_loss(CANCER.target, reference.predict_proba(X)), rel=0.02)
+
+    def test_multiclass_with_string_labels(self, project):
+        rows = self.rows(project, "select species, predicted_species, probability_setosa + probability_versicolor "
+                                  "+ probability_virginica from {s}.iris_scored")
+        assert np.mean([r[0] == r[1] for r in rows]) >= 0.95
+        np.testing.assert_allclose([r[2] for r in rows], 1.0, atol=1e-9)
+
+    @pytest.mark.parametrize("model, columns", [
+        ("diabetes", ["predicted_target"]),
+        ("cancer", ["predicted_target", "probability_0", "probability_1"]),
+        ("iris", ["predicted_species", "probability_setosa", "probability_versicolor", "probability_virginica"]),
+    ])
+    def test_in_database_equals_python(self, project, model, columns):
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        sql = "select id, {cols} from {s}.{m} order by id"
+        in_db = self.rows(project, sql.format(cols=quoted, s="{s}", m=f"{model}_scored"))
+        in_py = self.rows(project, sql.format(cols=quoted, s="{s}", m=f"{model}_scored_py"))
+        assert len(in_db) == len(in_py) > 0
+        for a, b in zip(in_db, in_py):
+            for x, y in zip(a, b):
+                assert x == pytest.approx(y, abs=1e-9) if isinstance(x, float) else x == y
+
+    def test_weights_in_original_units_reproduce_predictions_in_plain_sql(self, project):
+        unpivot = " union all ".join(f"select id, 'f{i}' as feature, f{i}::float8 as value from {{s}}.diabetes"
+                                     for i in range(10))
+        rows = self.rows(project, f"""
+            select x.id, sum(w.value * x.value) + max(b.value) as by_sql, max(p.predicted_target) as by_predict
+            from ({unpivot}) x
+            join {{s}}.diabetes_lr w on w.tensor = 'weights' and w.feature = x.feature
+            cross join (select value from {{s}}.diabetes_lr where tensor = 'intercept') b
+            join {{s}}.diabetes_scored p on p.id = x.id
+            group by x.id""")
+        assert len(rows) == 442
+        for _, by_sql, by_predict in rows:
+            assert by_sql == pytest.approx(by_predict, abs=1e-9)
+
+    def test_registry_metrics_history_and_lineage(self, project):
+        metrics = dict(self.rows(project, "select metric, value from {s}.sqlflow_models r, lateral "
+                                          "(select key as metric, (value #>> array[]::text[])::float8 as value "
+                                          "from jsonb_each(r.metrics)) m where model_name = 'iris_softmax'"))
+        for name in ["accuracy", "precision", "recall", "f1", "log_loss", "roc_auc"]:
+            assert f"train_{name}" in metrics and f"eval_{name}" in metrics
+        info = self.rows(project, "select training_info, label, row_count from {s}.sqlflow_models "
+                                  "where model_name = 'iris_softmax'")[0]
+        assert len(info[0]["loss"]) == 200 and len(info[0]["val_loss"]) == 200
+        assert info[0]["held_out_rows"] == 30 and info[1] == "species" and info[2] == 150
+        with open(os.path.join(project.project_root, "target", "manifest.json")) as f:
+            manifest = json.load(f)
+        assert "model.test.iris_softmax" in manifest["nodes"]["model.test.iris_scored"]["depends_on"]["nodes"]
+
+    def test_status_lines(self, built):
+        assert "TRAIN 442 rows, linear_regression, v1" in built
+        assert "PREDICT 442 rows, diabetes_lr v1 in PostgreSQL" in built
+        assert "PREDICT 442 rows, diabetes_lr v1 in Python" in built
