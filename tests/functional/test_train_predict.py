@@ -139,3 +139,102 @@ class TestLinearAndLogistic:
         assert "TRAIN 442 rows, linear_regression, v1" in built
         assert "PREDICT 442 rows, diabetes_lr v1 in PostgreSQL" in built
         assert "PREDICT 442 rows, diabetes_lr v1 in Python" in built
+
+
+def moons_csv():
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(n_samples=600, noise=0.1, random_state=0)
+    return csv(X, y)
+
+
+def interactions_csv():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 6))
+    y = 2.0 * X[:, 0] * X[:, 1] - 1.5 * X[:, 2] * X[:, 3] + X[:, 4] * X[:, 5] + 0.3 * X[:, 0]
+    return csv(X, y + rng.normal(scale=0.05, size=len(y)))
+
+
+NETWORKS = {
+    "moons_dnn.sql": "{{ config(materialized='ml_train', model_type='dnn_classifier', label='target', key='id', "
+                     "exclude=['id'], hidden_units=[32, 16], learning_rate=0.02, epochs=60, batch_size=32, seed=3) }} "
+                     "select * from {{ ref('moons') }}",
+    "moons_linear.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='target', "
+                        "key='id', exclude=['id'], epochs=60, batch_size=600, learning_rate=0.1) }} "
+                        "select * from {{ ref('moons') }}",
+    "moons_scored.sql": "{{ config(materialized='ml_predict', model='moons_dnn', output_probabilities=true) }}\n"
+                        "-- depends_on: {{ ref('moons_dnn') }}\nselect * from {{ ref('moons') }}",
+    "pairs_fm.sql": "{{ config(materialized='ml_train', model_type='factorization_machine', label='target', key='id', "
+                    "exclude=['id'], n_factors=4, learning_rate=0.05, epochs=80, batch_size=64, seed=2) }} "
+                    "select * from {{ ref('pairs') }}",
+    "pairs_linear.sql": "{{ config(materialized='ml_train', model_type='linear_regression', label='target', key='id', "
+                        "exclude=['id'], learning_rate=0.1, epochs=100, batch_size=1500) }} select * from {{ ref('pairs') }}",
+    "pairs_fm_scored.sql": "{{ config(materialized='ml_predict', model='pairs_fm') }}\n"
+                           "-- depends_on: {{ ref('pairs_fm') }}\nselect * from {{ ref('pairs') }}",
+    "pairs_linear_scored.sql": "{{ config(materialized='ml_predict', model='pairs_linear') }}\n"
+                               "-- depends_on: {{ ref('pairs_linear') }}\nselect * from {{ ref('pairs') }}",
+    "moons_ae.sql": "{{ config(materialized='ml_train', model_type='autoencoder', key='id', exclude=['id', 'target'], "
+                    "encode_units=[8, 1], activation='tanh', epochs=30, batch_size=64, learning_rate=0.01) }} "
+                    "select * from {{ ref('moons') }}",
+    "moons_embedded.sql": "{{ config(materialized='ml_predict', model='moons_ae', pass_through=false) }}\n"
+                          "-- depends_on: {{ ref('moons_ae') }}\nselect * from {{ ref('moons') }}",
+}
+
+
+class TestNetworks:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"moons.csv": moons_csv(), "pairs.csv": interactions_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return NETWORKS
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        results = run_dbt(["run", "--threads", "3"])
+        assert len(results) == len(NETWORKS)
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_dnn_learns_a_non_linear_boundary(self, project):
+        rows = self.rows(project, 'select target, predicted_target, "probability_0" + "probability_1" '
+                                  "from {s}.moons_scored")
+        assert np.mean([r[0] == r[1] for r in rows]) >= 0.95
+        np.testing.assert_allclose([r[2] for r in rows], 1.0, atol=1e-6)
+        linear = self.rows(project, "select (metrics ->> 'train_accuracy')::float8 from {s}.sqlflow_models "
+                                    "where model_name = 'moons_linear'")[0][0]
+        assert linear < 0.9
+
+    def test_factorization_machine_captures_interactions(self, project):
+        fm = self.rows(project, "select target, predicted_target from {s}.pairs_fm_scored")
+        lin = self.rows(project, "select target, predicted_target from {s}.pairs_linear_scored")
+        assert r2_score([r[0] for r in fm], [r[1] for r in fm]) >= 0.9
+        assert r2_score([r[0] for r in lin], [r[1] for r in lin]) <= 0.5
+
+    def test_weights_tables_hold_every_layer(self, project):
+        tensors = dict(self.rows(project, "select tensor, count(*) from {s}.moons_dnn group by 1"))
+        assert tensors == {"hidden_0/kernel": 2 * 32, "hidden_0/bias": 32, "hidden_1/kernel": 32 * 16,
+                           "hidden_1/bias": 16, "output/kernel": 16, "output/bias": 1}
+        features = self.rows(project, "select distinct feature from {s}.moons_dnn where tensor = 'hidden_0/kernel'")
+        assert sorted(f[0] for f in features) == ["f0", "f1"]
+        fm = dict(self.rows(project, "select tensor, count(*) from {s}.pairs_fm group by 1"))
+        assert fm == {"linear/kernel": 6, "linear/bias": 1, "pairwise/factors": 6 * 4}
+        stored = self.rows(project, "select artifact_format, length(artifact) > 0 from {s}.sqlflow_models "
+                                    "where model_name in ('moons_dnn', 'pairs_fm', 'moons_ae')")
+        assert stored == [("keras", True)] * 3
+
+    def test_autoencoder_embeds_and_reconstructs(self, project):
+        rows = self.rows(project, "select id, embedding_0, reconstruction_error, model_version from {s}.moons_embedded")
+        assert len(rows) == 600 and all(r[2] >= 0 for r in rows) and {r[3] for r in rows} == {1}
+        columns = [r[0] for r in self.rows(project, "select column_name from information_schema.columns where "
+                   "table_schema = '{s}' and table_name = 'moons_embedded' order by ordinal_position")]
+        assert columns == ["id", "embedding_0", "reconstruction_error", "model_version"]
+
+    def test_retraining_with_the_same_seed_gives_the_same_weights(self, project):
+        before = self.rows(project, "select tensor, i, j, value from {s}.moons_dnn order by 1, 2, 3")
+        run_dbt(["run", "-s", "moons_dnn"])
+        after = self.rows(project, "select tensor, i, j, value from {s}.moons_dnn order by 1, 2, 3")
+        assert before == after

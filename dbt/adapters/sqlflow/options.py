@@ -78,8 +78,14 @@ CLUSTER = [
     Option("label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"),
 ]
 LINEAR_TYPES = ("linear_regression", "logistic_regression")
-CLASSIFIERS = ("logistic_regression",)
-KERAS_TYPES = LINEAR_TYPES
+NETWORK_TYPES = ("factorization_machine", "dnn_regressor", "dnn_classifier", "autoencoder")
+CLASSIFIERS = ("logistic_regression", "dnn_classifier", "factorization_machine")
+KERAS_TYPES = LINEAR_TYPES + NETWORK_TYPES
+SUPERVISED = tuple(t for t in KERAS_TYPES if t != "autoencoder")
+
+
+def _units(v):
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x, 1) for x in v)
 TRAIN = [
     Option("learning_rate", 0.05, lambda v: _is_number(v, 0, strict=True), "a number > 0", KERAS_TYPES),
     Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES),
@@ -94,11 +100,16 @@ TRAIN = [
            "'random', 'seq' or the name of a boolean column (true = held out)", KERAS_TYPES),
     Option("class_weight", None, lambda v: v is None or v == "balanced" or isinstance(v, dict),
            "'balanced' or a map of class to weight", CLASSIFIERS),
-    Option("label", None, lambda v: isinstance(v, str) and v != "", "the name of the target column", KERAS_TYPES),
+    Option("label", None, lambda v: isinstance(v, str) and v != "", "the name of the target column", SUPERVISED),
+    Option("n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)),
+    Option("hidden_units", [64, 32], _units, "a list of layer sizes, e.g. [64, 32]", ("dnn_regressor", "dnn_classifier")),
+    Option("dropout", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", ("dnn_regressor", "dnn_classifier")),
+    Option("activation", "relu", _one_of("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish"),
+           "'relu', 'tanh', 'sigmoid', 'elu', 'selu', 'gelu' or 'swish'", ("dnn_regressor", "dnn_classifier", "autoencoder")),
+    Option("encode_units", [100, 10], _units, "a list of encoder layer sizes, e.g. [100, 7]", ("autoencoder",)),
 ]
 # Keys of model types not built yet: known, so that they are reported as misplaced, not mistyped.
-DEC_ONLY = ["encode_units", "run_pretrain", "pretrained_model", "pretrain_epochs", "update_interval",
-            "output_embedding", "hidden_units", "activation", "dropout", "n_factors"]
+DEC_ONLY = ["run_pretrain", "pretrained_model", "pretrain_epochs", "update_interval", "output_embedding"]
 PREDICT = [
     Option("model", None, lambda v: isinstance(v, str) and v != "", "the name of a trained model"),
     Option("version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"),
@@ -168,7 +179,7 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
     for key in ("features", "key", "exclude", "predict_only"):
         if isinstance(resolved.get(key), str):
             resolved[key] = [resolved[key]]
-    if model_type in KERAS_TYPES and not resolved.get("label"):
+    if model_type in SUPERVISED and not resolved.get("label"):
         raise OptionError(f"{where}: model_type '{model_type}' learns a target: name its column with "
                           f"config(label='...').")
     if materialization == "ml_predict" and not resolved.get("model"):

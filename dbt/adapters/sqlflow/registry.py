@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
+import psycopg2
 
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident
 
@@ -70,6 +71,7 @@ class ModelVersion:
     row_count: int
     input_fingerprint: str
     sql_fingerprint: str
+    artifact: Optional[bytes] = None  # a `.keras` file, for models their weights table cannot score alone
 
 
 def table_name(schema: str, database: Optional[str] = None) -> str:
@@ -96,11 +98,14 @@ def register(conn, table: str, version: ModelVersion, materialization: str, rela
         cur.execute(
             f"insert into {table} (model_name, version, model_type, materialization, relation, options, "
             f"features, label, parameters, metrics, training_info, row_count, input_fingerprint, "
-            f"sql_fingerprint, invocation_id) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            f"sql_fingerprint, invocation_id, artifact, artifact_format) "
+            f"values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (version.model_name, number, version.model_type, materialization, relation, dumps(version.options),
              dumps(version.features), version.label, dumps(version.parameters), dumps(version.metrics),
              dumps(version.training_info), version.row_count, version.input_fingerprint,
-             version.sql_fingerprint, invocation_id),
+             version.sql_fingerprint, invocation_id,
+             None if version.artifact is None else psycopg2.Binary(version.artifact),
+             None if version.artifact is None else "keras"),
         )
     return number
 
@@ -117,7 +122,7 @@ def load(conn, table: str, model_name: str, version: Optional[int] = None) -> Mo
             where, args = where + " and version = %s", args + [version]
         cur.execute(
             f"select model_name, version, model_type, options, features, label, parameters, metrics, "
-            f"training_info, row_count, input_fingerprint, sql_fingerprint from {table} "
+            f"training_info, row_count, input_fingerprint, sql_fingerprint, artifact from {table} "
             f"where {where} order by version desc limit 1", args)
         row = cur.fetchone()
         if row is None:
@@ -127,7 +132,8 @@ def load(conn, table: str, model_name: str, version: Optional[int] = None) -> Mo
             what = f"version {version} of model '{model_name}'" if version else f"model '{model_name}'"
             raise RegistryError(f"{what} is not in the registry {table} (versions there: {versions or 'none'}); "
                                 f"train it first (dbt run -s {model_name}).")
-    return ModelVersion(*row)
+    *fields, artifact = row
+    return ModelVersion(*fields, artifact=None if artifact is None else bytes(artifact))
 
 
 def unchanged_version(conn, table: str, model_name: str, options: Dict, sql_fingerprint: str,

@@ -53,7 +53,24 @@ def _linear(trained: registry.ModelVersion) -> supervised.LinearModel:
                                   p.get("classes"))
 
 
-def _prediction_columns(trained, model: supervised.LinearModel, X: np.ndarray, options: Dict) -> List[Column]:
+def _network(trained: registry.ModelVersion) -> supervised.KerasModel:
+    p = trained.parameters
+    if trained.artifact is None:
+        raise inputs.InputError(f"model '{trained.model_name}' v{trained.version} has no stored network; retrain it.")
+    return supervised.KerasModel(p["task"], trained.artifact, [], p.get("classes"), shift=p.get("shift", 0.0),
+                                 spread=p.get("spread", 1.0))
+
+
+def _autoencoder_columns(model: supervised.KerasModel, X: np.ndarray) -> List[Column]:
+    embedding = model.embedding(X)
+    error = ((model.output(X) - X) ** 2).mean(axis=1)
+    return [Column.of(f"embedding_{i}", embedding[:, i]) for i in range(embedding.shape[1])] + [
+        Column.of("reconstruction_error", error)]
+
+
+def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Column]:
+    if model.task == "autoencoder":
+        return _autoencoder_columns(model, X)
     output = model.output(X)
     label = trained.label
     if model.task == "regression":
@@ -78,7 +95,8 @@ def _score_in_python(conn, sql: str, trained, options: Dict, target: str) -> int
         scoring = {**trained.options, "output_probabilities": options.get("output_probabilities", False)}
         scored = cluster.assignment_columns(cluster.model_from(trained), X, scoring)
     else:
-        scored = _prediction_columns(trained, _linear(trained), X, options)
+        model = _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
+        scored = _prediction_columns(trained, model, X, options)
     version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32), type=WIRE_TYPES["integer"])
     return write_frame(conn, target, Frame(kept + scored + [version]))
 

@@ -1,4 +1,5 @@
-"""The `ml_train` node for models with a label: linear and logistic regression (TensorFlow)."""
+"""The `ml_train` node for models trained by gradient descent (TensorFlow): linear and logistic
+regression, factorization machines, DNNs and autoencoders."""
 import hashlib
 import logging
 from typing import Dict, List, Optional
@@ -75,12 +76,55 @@ def weights_frame(model: supervised.LinearModel, encoder: FeatureEncoder, versio
     ])
 
 
+def network_weights_frame(model: supervised.KerasModel, encoder: FeatureEncoder, version: int) -> Frame:
+    """Every layer's arrays, one row per number: `tensor` is layer/weight (e.g. hidden_0/kernel), `i`
+    and `j` index it, `feature` names the input feature where the first axis runs over features."""
+    names = encoder.feature_names
+    rows = []
+    for layer, name, array, per_feature in model.weights:
+        matrix = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                rows.append((f"{layer}/{name}", i, j if array.ndim == 2 else None,
+                             names[i] if per_feature else None, float(matrix[i, j])))
+    tensor, i, j, feature, value = (list(x) for x in zip(*rows))
+    n = len(rows)
+    return Frame([
+        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
+        Column.of("tensor", np.array(tensor, object)),
+        Column.of("i", np.array(i, np.int32), type=WIRE_TYPES["integer"]),
+        Column.of("j", np.array([x or 0 for x in j], np.int32), nulls=np.array([x is None for x in j]),
+                  type=WIRE_TYPES["integer"]),
+        Column.of("feature", np.array([x or "" for x in feature], object), nulls=np.array([x is None for x in feature])),
+        Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
+        Column.of("value", np.array(value, float)),
+    ])
+
+
 def _metrics(model, X, target, held) -> Dict:
     out = {}
+    output = model.output(X)
     for prefix, rows in (("train", ~held), ("eval", held)):
-        for name, value in supervised.metrics(target.task, target.y[rows], model.output(X[rows])).items():
+        if target is None:  # autoencoder: reconstruction error
+            if rows.any():
+                out[f"{prefix}_mse"] = float(((output[rows] - X[rows]) ** 2).mean())
+            continue
+        for name, value in supervised.metrics(target.task, target.y[rows], output[rows]).items():
             out[f"{prefix}_{name}"] = value
     return out
+
+
+def _target(frame: Frame, options: Dict):
+    if options["model_type"] == "autoencoder":
+        return None
+    label = frame[options["label"]]
+    classification = options["model_type"] in ("logistic_regression", "dnn_classifier") or (
+        options["model_type"] == "factorization_machine" and label.type.kind in ("text", "boolean"))
+    target = supervised.Target.of(label.values, label.nulls, classification, options["label"])
+    if options["model_type"] == "factorization_machine" and target.task == "multiclass":
+        raise supervised.TargetError(f'label column "{options["label"]}" has {len(target.classes)} classes; '
+                                     f"factorization_machine does regression and binary classification.")
+    return target
 
 
 def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
@@ -94,15 +138,13 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
     if split and split not in (options.get("exclude") or []):
         options = {**options, "exclude": list(options.get("exclude") or []) + [split]}
     roles = inputs.roles(frame, options)
-    label = frame[options["label"]]
-    target = supervised.Target.of(label.values, label.nulls, options["model_type"] == "logistic_regression",
-                                  options["label"])
+    target = _target(frame, options)
     held = _held_out(frame, options, roles, split)
     encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
                              options["max_input_attributes"])
     encoder.fit(list(inputs.raw_columns(frame.take(~held), roles.features).values()))
     X = encoder.transform(inputs.raw_columns(frame, roles.features))
-    model = supervised.train_linear(X, target, options, held)
+    model = supervised.train(X, target, options, held)
     metrics = _metrics(model, X, target, held)
     log.info(f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
@@ -111,17 +153,22 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
 
     registry.ensure(conn, registry_table, registry_schema)
     kinds = {n: frame[n].type.kind for n in roles.features}
+    linear = isinstance(model, supervised.LinearModel)
+    parameters = {"task": model.task, "classes": model.classes,
+                  "label_type": frame[options["label"]].type.name if options.get("label") else None}
+    parameters.update({"kernel": model.kernel, "bias": model.bias} if linear
+                      else {"shift": model.shift, "spread": model.spread})
     version = registry.register(conn, registry_table, registry.ModelVersion(
         model_name=model_name, version=0, model_type=options["model_type"], options=options,
-        features={**encoder.to_dict(), "kinds": kinds}, label=options["label"],
-        parameters={"task": model.task, "classes": model.classes, "kernel": model.kernel, "bias": model.bias,
-                    "label_type": label.type.name},
+        features={**encoder.to_dict(), "kinds": kinds}, label=options.get("label"),
+        parameters=parameters,
         metrics=metrics,
         training_info={"loss": model.history.loss, "val_loss": model.history.val_loss,
                        "epochs": model.history.epochs_run, "train_rows": int((~held).sum()),
                        "held_out_rows": int(held.sum())},
         row_count=frame.n_rows, input_fingerprint=fingerprint.hexdigest(),
-        sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(),
+        sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(), artifact=None if linear else model.artifact,
     ), "ml_train", relation, invocation_id)
-    write_frame(conn, target_relation, weights_frame(model, encoder, version))
+    weights = weights_frame if linear else network_weights_frame
+    write_frame(conn, target_relation, weights(model, encoder, version))
     return Outcome(frame.n_rows, 0, version, f"TRAIN {frame.n_rows} rows, {options['model_type']}, v{version}")

@@ -121,26 +121,81 @@ class LinearModel:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def train_linear(X: np.ndarray, target: Target, options: Dict, held: np.ndarray) -> LinearModel:
-    """Linear regression (MSE), logistic regression (binary cross-entropy) or softmax regression
-    (sparse categorical cross-entropy): one dense layer, trained by the configured optimizer."""
+@dataclass
+class KerasModel:
+    """A network kept as `.keras` bytes (loaded with safe_mode) plus its arrays for the weights table."""
+
+    task: str  # regression | binary | multiclass | autoencoder
+    artifact: bytes
+    weights: List[tuple]
+    classes: Optional[List] = None
+    history: keras_models.History = field(default_factory=keras_models.History)
+    shift: float = 0.0  # regression targets are trained standardized: y = shift + spread * output
+    spread: float = 1.0
+
+    def _load(self, keras):
+        return keras_models.from_bytes(keras, self.artifact)
+
+    def output(self, X: np.ndarray) -> np.ndarray:
+        """As LinearModel.output; autoencoders give the reconstruction."""
+        with keras_models.tensorflow_session(0) as keras:
+            from dbt.adapters.sqlflow.ml import networks
+
+            networks.factorization_machine_layer(keras)  # registered before loading
+            raw = keras_models.predict(self._load(keras), X)
+        if self.task == "regression":
+            return raw[:, 0] * self.spread + self.shift
+        if self.task == "binary":
+            return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
+        return raw
+
+    def embedding(self, X: np.ndarray) -> np.ndarray:
+        with keras_models.tensorflow_session(0) as keras:
+            from dbt.adapters.sqlflow.ml import networks
+
+            return networks.embed(keras, self._load(keras), X)
+
+
+def _setup(target: Target, train: np.ndarray, options: Dict):
+    """(outputs, output activation, loss, y as trained, sample weights, shift, spread) for the task."""
     n_out = 1 if target.task in ("regression", "binary") else len(target.classes)
     activation = {"regression": None, "binary": "sigmoid", "multiclass": "softmax"}[target.task]
     loss = {"regression": "mse", "binary": "binary_crossentropy",
             "multiclass": "sparse_categorical_crossentropy"}[target.task]
-    train, test = ~held, held
     y = target.y.astype(np.float32 if target.task != "multiclass" else np.int64)
-    shift, spread = 0.0, 1.0
+    shift, spread, weights = 0.0, 1.0, None
     if target.task == "regression":  # a standardized target converges in far fewer steps
         shift, spread = float(target.y[train].mean()), float(target.y[train].std() or 1.0)
         y = ((target.y - shift) / spread).astype(np.float32)
-    weights = None
-    if target.task != "regression":
+    else:
         weights = class_weights(target.y[train], len(target.classes), options.get("class_weight"), target.classes)
+    return n_out, activation, loss, y, weights, shift, spread
+
+
+def train(X: np.ndarray, target: Optional[Target], options: Dict, held: np.ndarray):
+    """Train the configured model type; linear models come back as arrays, networks as KerasModel."""
+    from dbt.adapters.sqlflow.ml import networks
+
+    model_type = options["model_type"]
+    train_rows, test_rows = ~held, held
     with keras_models.tensorflow_session(options.get("seed", 0)) as keras:
-        model = keras_models.build_linear(keras, X.shape[1], n_out, activation, options["l1"], options["l2"])
-        validation = (X[test].astype(np.float32), y[test]) if test.any() else None
-        history = keras_models.fit(keras, model, X[train].astype(np.float32), y[train], loss, options,
+        if model_type == "autoencoder":
+            model = networks.build_autoencoder(keras, X.shape[1], options)
+            y, loss, weights, shift, spread = X.astype(np.float32), "mse", None, 0.0, 1.0
+        else:
+            n_out, activation, loss, y, weights, shift, spread = _setup(target, train_rows, options)
+            if model_type in ("linear_regression", "logistic_regression"):
+                model = keras_models.build_linear(keras, X.shape[1], n_out, activation, options["l1"], options["l2"])
+            elif model_type == "factorization_machine":
+                model = networks.build_fm(keras, X.shape[1], activation, options)
+            else:
+                model = networks.build_dnn(keras, X.shape[1], n_out, activation, options)
+        validation = (X[test_rows].astype(np.float32), y[test_rows]) if test_rows.any() else None
+        history = keras_models.fit(keras, model, X[train_rows].astype(np.float32), y[train_rows], loss, options,
                                    validation, weights)
-        kernel, bias = keras_models.dense_weights(model)
-    return LinearModel(target.task, kernel * spread, bias * spread + shift, target.classes, history)
+        if model_type in ("linear_regression", "logistic_regression"):
+            kernel, bias = keras_models.dense_weights(model)
+            return LinearModel(target.task, kernel * spread, bias * spread + shift, target.classes, history)
+        task = "autoencoder" if target is None else target.task
+        return KerasModel(task, keras_models.to_bytes(model), networks.layer_weights(model),
+                          None if target is None else target.classes, history, shift, spread)
