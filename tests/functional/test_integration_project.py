@@ -34,10 +34,18 @@ def test_dbt_build_of_the_integration_project(tmp_path):
             least_size = cur.fetchone()[0]
             cur.execute("select count(*), count(*) filter (where chosen) from analytics.customer_segments_k_sweep")
             sweep = cur.fetchone()
+            cur.execute("select value from analytics.churn_evaluation where metric = 'eval_roc_auc'")
+            churn_auc = cur.fetchone()[0]
+            cur.execute("select count(*), min(probability_true), max(probability_true) from analytics.churn_scores")
+            scored, low, high = cur.fetchone()
+            cur.execute("select regr_r2(predicted_progression, progression) from analytics.diabetes_predictions")
+            diabetes_r2 = cur.fetchone()[0]
         conn.close()
         assert customers == 12 and orders == 60
         assert segmented == (20000, 4)
         assert least_clusters == 1 and least_active == least_size > 0
         assert sweep == (7, 1)
+        assert churn_auc > 0.65 and scored > 15000 and 0 < low < high < 1
+        assert diabetes_r2 > 0.5
     finally:
         embedded.stop(data)

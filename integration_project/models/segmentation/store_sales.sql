@@ -12,6 +12,9 @@ with customers as (
 select
     customer_sk as ss_customer_sk,
     ticket_number as ss_ticket_number,
+    -- heavy returners (group 1) mostly stop buying after August: the churn example learns that
+    date '2026-01-01' + abs(hashtext('day' || ticket_number)) % (case planted_group when 1 then 240 else 365 end)
+        as ss_sold_date,
     1 + abs(hashtext('item' || ticket_number || '-' || i)) % 5000 as ss_item_sk,
     round((5 + abs(hashtext('paid' || ticket_number || '-' || i)) % 9500 / 100.0)::numeric, 2) as ss_net_paid,
     planted_group

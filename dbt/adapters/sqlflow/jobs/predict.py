@@ -81,7 +81,7 @@ def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Co
         predicted = predicted.astype(label_type.numpy_dtype)
     columns = [Column.of(f"predicted_{label}", predicted, type=label_type)]
     if options.get("output_probabilities"):
-        columns += [Column.of(f"probability_{c}", output[:, i]) for i, c in enumerate(model.classes)]
+        columns += [Column.of(f"probability_{supervised.class_name(c)}", output[:, i]) for i, c in enumerate(model.classes)]
     return columns
 
 
@@ -121,8 +121,8 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
         p1 = "case when __z0 >= 0 then 1 / (1 + exp(-__z0)) else exp(__z0) / (1 + exp(__z0)) end"
         outer = [f"case when __z0 > 0 then {lit(classes[1])} else {lit(classes[0])} end as {label}"]
         if options.get("output_probabilities"):
-            outer += [f"1 - ({p1}) as {quote_ident(f'probability_{classes[0]}')}",
-                      f"{p1} as {quote_ident(f'probability_{classes[1]}')}"]
+            outer += [f"1 - ({p1}) as {quote_ident('probability_' + supervised.class_name(classes[0]))}",
+                      f"{p1} as {quote_ident('probability_' + supervised.class_name(classes[1]))}"]
         return outer, inner
     inner = [f"{zk} as __z{k}" for k, zk in enumerate(z)]
     top = f"greatest({', '.join(f'__z{k}' for k in range(len(z)))})"
@@ -130,7 +130,7 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
     outer = [f"case {cases} end as {label}"]
     if options.get("output_probabilities"):
         total = " + ".join(f"exp(__z{k} - {top})" for k in range(len(z)))
-        outer += [f"exp(__z{k} - {top}) / ({total}) as {quote_ident(f'probability_{c}')}"
+        outer += [f"exp(__z{k} - {top}) / ({total}) as {quote_ident('probability_' + supervised.class_name(c))}"
                   for k, c in enumerate(classes)]
     return outer, inner
 

@@ -71,7 +71,7 @@ def weights_frame(model: supervised.LinearModel, encoder: FeatureEncoder, versio
                   type=WIRE_TYPES["integer"]),
         Column.of("j", np.array(j, np.int32), type=WIRE_TYPES["integer"]),
         Column.of("feature", np.array(feature, object)),
-        Column.of("class", np.array(["" if c is None else str(c) for c in klass], object), nulls=klass_null),
+        Column.of("class", np.array(["" if c is None else supervised.class_name(c) for c in klass], object), nulls=klass_null),
         Column.of("value", np.array(value, float)),
     ])
 

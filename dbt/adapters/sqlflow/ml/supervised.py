@@ -12,6 +12,11 @@ class TargetError(ValueError):
     pass
 
 
+def class_name(value) -> str:
+    """A class as text, as PostgreSQL writes it: booleans are 'true' and 'false'."""
+    return str(value).lower() if isinstance(value, (bool, np.bool_)) else str(value)
+
+
 @dataclass
 class Target:
     """The label column made numeric: float values (regression) or class indices (classification)."""
