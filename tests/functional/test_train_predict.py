@@ -238,3 +238,72 @@ class TestNetworks:
         run_dbt(["run", "-s", "moons_dnn"])
         after = self.rows(project, "select tensor, i, j, value from {s}.moons_dnn order by 1, 2, 3")
         assert before == after
+
+
+MIXED_SQL = """
+-- numbers with NULLs, a category with NULLs, a boolean and a date; the label depends on all of them
+select g as id,
+       case when g % 17 = 0 then null else (g % 23) * 1.5 end as spend,
+       case when g % 13 = 0 then null else (array['red', 'green', 'blue', 'teal'])[1 + g % 4] end as colour,
+       g % 3 = 0 as member,
+       date '2026-01-01' + (g % 300) as joined,
+       g % 10 = 0 as holdout,
+       ((case when g % 17 = 0 then 0 else (g % 23) * 1.5 end) * 0.2 + (case when g % 4 = 1 then 3 else 0 end)
+        + (g % 3 = 0)::int * 2 + (g % 300) / 100.0 + sin(g) * 0.1 > 5.5) as bought
+from generate_series(1, 2000) g
+"""
+NEW_ROWS_SQL = """
+select id + 100000 as id, spend, case when id % 5 = 0 then 'purple' else colour end as colour, member, joined
+from {{ ref('mixed') }} where id <= 300
+"""
+
+KNOBS = {
+    "mixed.sql": "{{ config(materialized='table') }}" + MIXED_SQL,
+    "new_rows.sql": "{{ config(materialized='table') }}" + NEW_ROWS_SQL,
+    "buyers.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='bought', key='id', "
+                  "data_split='holdout', null_handling='indicator', max_states=3, epochs=200, batch_size=512, "
+                  "learning_rate=0.3, early_stopping=2, seed=4) }} select * from {{ ref('mixed') }}",
+    "buyers_db.sql": "{{ config(materialized='ml_predict', model='buyers', output_probabilities=true) }}\n"
+                     "-- depends_on: {{ ref('buyers') }}\nselect * from {{ ref('new_rows') }}",
+    "buyers_py.sql": "{{ config(materialized='ml_predict', model='buyers', output_probabilities=true, "
+                     "in_database=false) }}\n-- depends_on: {{ ref('buyers') }}\nselect * from {{ ref('new_rows') }}",
+}
+
+
+class TestPreprocessingSplitsAndStopping:
+    @pytest.fixture(scope="class")
+    def models(self):
+        return KNOBS
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        assert len(run_dbt(["run"])) == len(KNOBS)
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_in_database_equals_python_with_nulls_categories_and_unseen_states(self, project):
+        sql = 'select id, predicted_bought, "probability_true" from {s}.{m} order by id'
+        in_db = self.rows(project, sql.replace("{m}", "buyers_db"))
+        in_py = self.rows(project, sql.replace("{m}", "buyers_py"))
+        assert len(in_db) == 300
+        for a, b in zip(in_db, in_py):
+            assert a[0] == b[0] and a[1] == b[1] and a[2] == pytest.approx(b[2], abs=1e-9)
+
+    def test_encodings_and_split_column(self, project):
+        info = self.rows(project, "select features, training_info, metrics from {s}.sqlflow_models "
+                                  "where model_name = 'buyers'")[0]
+        features = {f["name"]: f for f in info[0]["features"]}
+        assert "holdout" not in features and "id" not in features
+        states = features["colour"]["states"]  # the three most frequent (max_states=3), then the NULL state
+        assert len(states) == 4 and set(states[:3]) < {"red", "green", "blue", "teal"} and states[3] == "__missing__"
+        assert features["colour"]["other"]
+        assert features["spend"]["indicator"] and features["joined"]["kind"] == "continuous"
+        assert info[1]["held_out_rows"] == 200 and info[1]["train_rows"] == 1800
+        assert info[2]["eval_accuracy"] > 0.8
+        weights = {r[0] for r in self.rows(project, "select feature from {s}.buyers where tensor = 'weights'")}
+        assert {"spend", "spend__missing__", f"colour={states[0]}", "colour=__other__", "member=true", "joined"} <= weights
+
+    def test_early_stopping_ends_before_the_last_epoch(self, project):
+        info = self.rows(project, "select training_info from {s}.sqlflow_models where model_name = 'buyers'")[0][0]
+        assert 2 < info["epochs"] < 200 and len(info["val_loss"]) == info["epochs"]

@@ -72,8 +72,9 @@ def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
     model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
     callbacks = [_ProgressLog(keras, options["epochs"])]
     if options.get("early_stopping") and validation is not None:
+        # gains below 1e-4 do not count: a convex loss otherwise creeps down for ever
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
-                                                       restore_best_weights=True))
+                                                       min_delta=1e-4, restore_best_weights=True))
     result = model.fit(X, y, epochs=options["epochs"], batch_size=options["batch_size"], shuffle=True,
                        validation_data=validation, sample_weight=sample_weight, callbacks=callbacks, verbose=0)
     history = result.history
