@@ -164,7 +164,8 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
         parameters=parameters,
         metrics=metrics,
         training_info={"loss": model.history.loss, "val_loss": model.history.val_loss,
-                       "epochs": model.history.epochs_run, "train_rows": int((~held).sum()),
+                       "epochs": model.history.epochs_run, "epoch_seconds": model.history.epoch_seconds,
+                       "train_rows": int((~held).sum()),
                        "held_out_rows": int(held.sum())},
         row_count=frame.n_rows, input_fingerprint=fingerprint.hexdigest(),
         sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(), artifact=None if linear else model.artifact,
@@ -172,3 +173,132 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
     weights = weights_frame if linear else network_weights_frame
     write_frame(conn, target_relation, weights(model, encoder, version))
     return Outcome(frame.n_rows, 0, version, f"TRAIN {frame.n_rows} rows, {options['model_type']}, v{version}")
+
+
+# ---------------------------------------------------------------- inputs larger than the memory budget
+
+METRIC_ROWS = 500_000  # metrics of a streamed fit come from the first rows of each side, up to this many
+
+
+def estimated_bytes(conn, sql: str) -> float:
+    """The planner's estimate of the SELECT's size (rows x width): no rows are read to decide."""
+    with conn.cursor() as cur:
+        cur.execute(f"explain (format json) select * from (\n{sql.strip().rstrip(';')}\n) as __sqlflow_q")
+        plan = cur.fetchone()[0][0]["Plan"]
+    return float(plan["Plan Rows"]) * max(float(plan["Plan Width"]), 8.0)
+
+
+def should_stream(conn, sql: str, options: Dict) -> bool:
+    budget = options.get("memory_budget_mb", 1024)
+    return budget == 0 or estimated_bytes(conn, sql) > budget * 2 ** 20
+
+
+class _Stream:
+    """The node's rows in batches, with which rows are held out and the label made numeric."""
+
+    def __init__(self, conn, sql: str, options: Dict):
+        self.options = options
+        key = options.get("key") or []
+        if options.get("data_split") == "seq":  # held out: the last rows in key order
+            if not key:
+                raise inputs.InputError("data_split='seq' needs config(key=...) to order the rows by.")
+            sql = f"select * from (\n{sql}\n) as __sqlflow_q order by {', '.join(quote(k) for k in key)}"
+        self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
+        self.n_rows = self.reader.n_rows
+        n_held = int(round(self.n_rows * (options.get("validation_split") or 0.0)))
+        self.first_held_row = self.n_rows - n_held
+
+    def frames(self):
+        """(frame, held-out mask) per batch, the same every pass."""
+        offset, seed = 0, self.options.get("seed", 0)
+        split = self.split_column
+        for index, frame in enumerate(self.reader):
+            if split:
+                held = frame[split].values & ~frame[split].null_mask
+            elif self.options.get("data_split") == "seq":
+                held = np.arange(offset, offset + frame.n_rows) >= self.first_held_row
+            else:
+                held = np.random.default_rng([seed, index]).random(frame.n_rows) < (
+                    self.options.get("validation_split") or 0.0)
+            offset += frame.n_rows
+            yield frame, held
+
+
+def quote(name: str) -> str:
+    from dbt.adapters.sqlflow.data.pgtypes import quote_ident
+
+    return quote_ident(name)
+
+
+def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, options: Dict):
+    """One pass: fingerprint, encoder statistics and label statistics of the training rows, step counts."""
+    label, task = options.get("label"), None
+    states: Dict = {}
+    total = total_sq = 0.0
+    n_train = 0
+    steps = {"train": 0, "held": 0}
+    size = options["batch_size"]
+
+    def training_columns():
+        nonlocal total, total_sq, n_train
+        for frame, held in stream.frames():
+            fingerprint.update(frame)
+            steps["train"] += -(-int((~held).sum()) // size)
+            steps["held"] += -(-int(held.sum()) // size)
+            part = frame.take(~held)
+            if label:
+                y = part[label]
+                if y.nulls is not None:
+                    raise supervised.TargetError(f'label column "{label}" has NULL values; filter them out '
+                                                 f"in the SELECT (where {label} is not null).")
+                if classification:
+                    for value, count in zip(*np.unique(y.values, return_counts=True)):
+                        states[value] = states.get(value, 0) + int(count)
+                else:
+                    total, total_sq = total + float(y.values.sum()), total_sq + float((y.values.astype(float) ** 2).sum())
+            n_train += part.n_rows
+            yield inputs.raw_columns(part, roles.features)
+
+    first = stream.reader.layout
+    label_kind = None
+    if label:
+        label_kind = next(c for c in first.columns if c.name == label).plan.type.kind
+    classification = options["model_type"] in ("logistic_regression", "dnn_classifier") or (
+        options["model_type"] == "factorization_machine" and label_kind in ("text", "boolean"))
+    encoder.fit_batches(training_columns())
+    classes, counts, shift, spread = None, None, 0.0, 1.0
+    if not label:
+        task = "autoencoder"
+    elif classification:
+        classes = sorted(states)
+        counts = np.array([states[c] for c in classes])
+        task = "binary" if len(classes) == 2 else "multiclass"
+        classes = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    else:
+        task = "regression"
+        shift = total / n_train
+        spread = float(np.sqrt(max(total_sq / n_train - shift ** 2, 0.0))) or 1.0
+    return supervised.StreamSpec(task, classes, shift, spread, counts, steps["train"], steps["held"])
+
+
+def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
+    kept = {False: ([], []), True: ([], [])}
+    for frame, held in stream.frames():
+        for side in (False, True):
+            rows = held if side else ~held
+            if rows.any() and sum(len(x) for x in kept[side][0]) < METRIC_ROWS:
+                X = encode(frame.take(rows))
+                kept[side][0].append(X)
+                kept[side][1].append(numeric_label(frame.take(rows), X))
+    out = {}
+    for side, prefix in ((False, "train"), (True, "eval")):
+        if not kept[side][0]:
+            continue
+        X, y = np.vstack(kept[side][0]), np.concatenate(kept[side][1])
+        output = model.output(X)
+        if model.task == "autoencoder":
+            out[f"{prefix}_mse"] = float(((output - X) ** 2).mean())
+            continue
+        for name, value in supervised.metrics(model.task, y, output).items():
+            out[f"{prefix}_{name}"] = value
+    return out

@@ -5,11 +5,11 @@ of it here runs under one process-wide lock: several ML nodes under `dbt run --t
 turns in TensorFlow and stay deterministic. Models are saved as `.keras` bytes and loaded back
 with safe_mode=True; nothing is pickled.
 """
-import io
 import logging
 import os
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -52,17 +52,23 @@ class History:
     loss: List[float] = field(default_factory=list)
     val_loss: List[float] = field(default_factory=list)
     epochs_run: int = 0
+    epoch_seconds: List[float] = field(default_factory=list)
 
 
 class _ProgressLog:
-    """A Keras callback writing each epoch's losses to the log (dbt shows them)."""
+    """A Keras callback writing each epoch's losses and duration to the log (dbt shows them)."""
 
-    def __new__(cls, keras, total: int):
+    def __new__(cls, keras, total: int, seconds: List[float]):
         class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.perf_counter()
+
             def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.perf_counter() - self.started)
                 logs = logs or {}
                 held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
-                log.info(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}")
+                log.info(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
+                         f" ({seconds[-1]:.2f} s)")
 
         return Callback()
 
@@ -70,7 +76,8 @@ class _ProgressLog:
 def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
         validation: Optional[tuple] = None, sample_weight: Optional[np.ndarray] = None) -> History:
     model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
-    callbacks = [_ProgressLog(keras, options["epochs"])]
+    seconds: List[float] = []
+    callbacks = [_ProgressLog(keras, options["epochs"], seconds)]
     if options.get("early_stopping") and validation is not None:
         # gains below 1e-4 do not count: a convex loss otherwise creeps down for ever
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
@@ -79,7 +86,23 @@ def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
                        validation_data=validation, sample_weight=sample_weight, callbacks=callbacks, verbose=0)
     history = result.history
     return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
-                   len(history.get("loss", [])))
+                   len(history.get("loss", [])), seconds)
+
+
+def fit_stream(keras, model, batches, steps: int, loss: str, options: Dict, validation=None,
+               validation_steps: int = 0) -> History:
+    """As fit, from an endless generator of (X, y[, sample_weight]) batches, `steps` per epoch."""
+    model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
+    seconds: List[float] = []
+    callbacks = [_ProgressLog(keras, options["epochs"], seconds)]
+    if options.get("early_stopping") and validation is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
+                                                       min_delta=1e-4, restore_best_weights=True))
+    result = model.fit(batches, steps_per_epoch=steps, epochs=options["epochs"], validation_data=validation,
+                       validation_steps=validation_steps or None, callbacks=callbacks, verbose=0)
+    history = result.history
+    return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
+                   len(history.get("loss", [])), seconds)
 
 
 def predict(model, X: np.ndarray) -> np.ndarray:

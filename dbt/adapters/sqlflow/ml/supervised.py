@@ -1,7 +1,7 @@
 """Supervised learning on arrays: targets, held-out splits, class weights, metrics, and linear models
 (linear and logistic regression) trained with Keras and kept as plain weight arrays."""
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -62,17 +62,20 @@ def held_out_mask(n_rows: int, options: Dict, order: Optional[np.ndarray] = None
     return held
 
 
-def class_weights(y: np.ndarray, n_classes: int, setting, classes: Sequence) -> Optional[np.ndarray]:
-    """Per-row sample weights for `class_weight`: 'balanced' (n / (k * count)) or a map of class to weight."""
+def per_class_weights(counts: np.ndarray, setting, classes: Sequence) -> Optional[np.ndarray]:
+    """`class_weight` per class: 'balanced' (n / (k * count)) or a map of class to weight (default 1)."""
     if setting is None:
         return None
     if setting == "balanced":
-        counts = np.bincount(y, minlength=n_classes)
-        per_class = len(y) / (n_classes * np.maximum(counts, 1))
-    else:
-        by_name = {str(k): float(v) for k, v in setting.items()}
-        per_class = np.array([by_name.get(str(c), 1.0) for c in classes])
-    return per_class[y]
+        return counts.sum() / (len(counts) * np.maximum(counts, 1))
+    by_name = {str(k): float(v) for k, v in setting.items()}
+    return np.array([by_name.get(class_name(c), by_name.get(str(c), 1.0)) for c in classes])
+
+
+def class_weights(y: np.ndarray, n_classes: int, setting, classes: Sequence) -> Optional[np.ndarray]:
+    """Per-row sample weights for `class_weight`."""
+    per_class = per_class_weights(np.bincount(y, minlength=n_classes), setting, classes)
+    return None if per_class is None else per_class[y]
 
 
 def metrics(task: str, y: np.ndarray, output: np.ndarray) -> Dict[str, float]:
@@ -177,30 +180,87 @@ def _setup(target: Target, train: np.ndarray, options: Dict):
     return n_out, activation, loss, y, weights, shift, spread
 
 
-def train(X: np.ndarray, target: Optional[Target], options: Dict, held: np.ndarray):
-    """Train the configured model type; linear models come back as arrays, networks as KerasModel."""
+def _build(keras, model_type: str, n_inputs: int, n_out: int, activation: Optional[str], options: Dict):
     from dbt.adapters.sqlflow.ml import networks
 
+    if model_type == "autoencoder":
+        return networks.build_autoencoder(keras, n_inputs, options)
+    if model_type in ("linear_regression", "logistic_regression"):
+        return keras_models.build_linear(keras, n_inputs, n_out, activation, options["l1"], options["l2"])
+    if model_type == "factorization_machine":
+        return networks.build_fm(keras, n_inputs, activation, options)
+    return networks.build_dnn(keras, n_inputs, n_out, activation, options)
+
+
+def _finish(model, model_type: str, task: str, classes, history, shift: float, spread: float):
+    """LinearModel arrays for linear types (weights scaled back to the target's units), else KerasModel."""
+    from dbt.adapters.sqlflow.ml import networks
+
+    if model_type in ("linear_regression", "logistic_regression"):
+        kernel, bias = keras_models.dense_weights(model)
+        return LinearModel(task, kernel * spread, bias * spread + shift, classes, history)
+    return KerasModel(task, keras_models.to_bytes(model), networks.layer_weights(model), classes, history,
+                      shift, spread)
+
+
+def train(X: np.ndarray, target: Optional[Target], options: Dict, held: np.ndarray):
+    """Train the configured model type on an in-memory matrix; held rows are the validation data."""
     model_type = options["model_type"]
     train_rows, test_rows = ~held, held
     with keras_models.tensorflow_session(options.get("seed", 0)) as keras:
         if model_type == "autoencoder":
-            model = networks.build_autoencoder(keras, X.shape[1], options)
-            y, loss, weights, shift, spread = X.astype(np.float32), "mse", None, 0.0, 1.0
+            n_out, activation, loss, y, weights, shift, spread = 0, None, "mse", X.astype(np.float32), None, 0.0, 1.0
         else:
             n_out, activation, loss, y, weights, shift, spread = _setup(target, train_rows, options)
-            if model_type in ("linear_regression", "logistic_regression"):
-                model = keras_models.build_linear(keras, X.shape[1], n_out, activation, options["l1"], options["l2"])
-            elif model_type == "factorization_machine":
-                model = networks.build_fm(keras, X.shape[1], activation, options)
-            else:
-                model = networks.build_dnn(keras, X.shape[1], n_out, activation, options)
+        model = _build(keras, model_type, X.shape[1], n_out, activation, options)
         validation = (X[test_rows].astype(np.float32), y[test_rows]) if test_rows.any() else None
         history = keras_models.fit(keras, model, X[train_rows].astype(np.float32), y[train_rows], loss, options,
                                    validation, weights)
-        if model_type in ("linear_regression", "logistic_regression"):
-            kernel, bias = keras_models.dense_weights(model)
-            return LinearModel(target.task, kernel * spread, bias * spread + shift, target.classes, history)
         task = "autoencoder" if target is None else target.task
-        return KerasModel(task, keras_models.to_bytes(model), networks.layer_weights(model),
-                          None if target is None else target.classes, history, shift, spread)
+        return _finish(model, model_type, task, None if target is None else target.classes, history, shift, spread)
+
+
+@dataclass
+class StreamSpec:
+    """What a streamed fit knows before it starts, from one pass over the data."""
+
+    task: str
+    classes: Optional[List]
+    shift: float
+    spread: float
+    class_counts: Optional[np.ndarray]
+    train_steps: int
+    held_steps: int
+
+
+def train_streaming(batches: Callable[[bool], Iterable[tuple]], n_inputs: int, spec: StreamSpec, options: Dict):
+    """Train from batches that are read again for every epoch: `batches(held)` yields (X, y) of the
+    training rows (held=False) or the held-out rows (held=True), already encoded; memory holds one."""
+    model_type = options["model_type"]
+    n_out = 1 if spec.task in ("regression", "binary", "autoencoder") else len(spec.classes)
+    activation = {"regression": None, "binary": "sigmoid", "multiclass": "softmax", "autoencoder": None}[spec.task]
+    loss = {"regression": "mse", "binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy",
+            "autoencoder": "mse"}[spec.task]
+    per_class = None
+    if spec.task in ("binary", "multiclass"):
+        per_class = per_class_weights(spec.class_counts, options.get("class_weight"), spec.classes)
+    size, seed = options["batch_size"], options.get("seed", 0)
+
+    def minibatches(held: bool):
+        rng = np.random.default_rng(seed)
+        while True:  # Keras draws steps_per_epoch batches per epoch from an endless stream
+            for X, y in batches(held):
+                order = rng.permutation(len(X)) if not held else np.arange(len(X))
+                for start in range(0, len(X), size):
+                    pick = order[start:start + size]
+                    if per_class is not None and not held:
+                        yield X[pick].astype(np.float32), y[pick], per_class[y[pick].astype(int)]
+                    else:
+                        yield X[pick].astype(np.float32), y[pick]
+
+    with keras_models.tensorflow_session(seed) as keras:
+        model = _build(keras, model_type, n_inputs, n_out, activation, options)
+        validation = minibatches(True) if spec.held_steps else None
+        history = keras_models.fit_stream(keras, model, minibatches(False), spec.train_steps, loss, options,
+                                          validation, spec.held_steps)
+        return _finish(model, model_type, spec.task, spec.classes, history, spec.shift, spec.spread)
