@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from dbt.adapters.sqlflow import registry
-from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
+from dbt.adapters.sqlflow.data import BatchReader, Column, Frame, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES
 from dbt.adapters.sqlflow.jobs import inputs
 from dbt.adapters.sqlflow.jobs.cluster import Outcome
@@ -129,6 +129,9 @@ def _target(frame: Frame, options: Dict):
 
 def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
         registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+    if should_stream(conn, sql, options):
+        return run_streaming(conn, sql, options, target_relation, model_name, registry_table, registry_schema,
+                             relation, invocation_id)
     frame = read_frame(conn, sql)
     log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
     conn.commit()  # release the input's locks: nothing is held while training
@@ -150,29 +153,33 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     fingerprint = inputs.Fingerprint()
     fingerprint.update(frame)
-
-    registry.ensure(conn, registry_table, registry_schema)
     kinds = {n: frame[n].type.kind for n in roles.features}
+    return _register_and_write(conn, model, encoder, options, kinds, frame, metrics, frame.n_rows,
+                               int((~held).sum()), fingerprint, sql, target_relation, model_name,
+                               registry_table, registry_schema, relation, invocation_id, int(held.sum()))
+
+
+def _register_and_write(conn, model, encoder, options, kinds, sample: Frame, metrics, n_rows, train_rows,
+                        fingerprint, sql, target_relation, model_name, registry_table, registry_schema,
+                        relation, invocation_id, held_rows=None) -> Outcome:
+    """Register the version (in the same transaction as the swap) and write the weights table."""
+    registry.ensure(conn, registry_table, registry_schema)
     linear = isinstance(model, supervised.LinearModel)
     parameters = {"task": model.task, "classes": model.classes,
-                  "label_type": frame[options["label"]].type.name if options.get("label") else None}
+                  "label_type": sample[options["label"]].type.name if options.get("label") else None}
     parameters.update({"kernel": model.kernel, "bias": model.bias} if linear
                       else {"shift": model.shift, "spread": model.spread})
+    info = {"loss": model.history.loss, "val_loss": model.history.val_loss, "epochs": model.history.epochs_run,
+            "epoch_seconds": model.history.epoch_seconds, "train_rows": train_rows, "held_out_rows": held_rows}
     version = registry.register(conn, registry_table, registry.ModelVersion(
         model_name=model_name, version=0, model_type=options["model_type"], options=options,
-        features={**encoder.to_dict(), "kinds": kinds}, label=options.get("label"),
-        parameters=parameters,
-        metrics=metrics,
-        training_info={"loss": model.history.loss, "val_loss": model.history.val_loss,
-                       "epochs": model.history.epochs_run, "epoch_seconds": model.history.epoch_seconds,
-                       "train_rows": int((~held).sum()),
-                       "held_out_rows": int(held.sum())},
-        row_count=frame.n_rows, input_fingerprint=fingerprint.hexdigest(),
+        features={**encoder.to_dict(), "kinds": kinds}, label=options.get("label"), parameters=parameters,
+        metrics=metrics, training_info=info, row_count=n_rows, input_fingerprint=fingerprint.hexdigest(),
         sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(), artifact=None if linear else model.artifact,
     ), "ml_train", relation, invocation_id)
     weights = weights_frame if linear else network_weights_frame
     write_frame(conn, target_relation, weights(model, encoder, version))
-    return Outcome(frame.n_rows, 0, version, f"TRAIN {frame.n_rows} rows, {options['model_type']}, v{version}")
+    return Outcome(n_rows, 0, version, f"TRAIN {n_rows} rows, {options['model_type']}, v{version}")
 
 
 # ---------------------------------------------------------------- inputs larger than the memory budget
@@ -205,6 +212,7 @@ class _Stream:
             sql = f"select * from (\n{sql}\n) as __sqlflow_q order by {', '.join(quote(k) for k in key)}"
         self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
         self.n_rows = self.reader.n_rows
+        self.split_column = None
         n_held = int(round(self.n_rows * (options.get("validation_split") or 0.0)))
         self.first_held_row = self.n_rows - n_held
 
@@ -278,7 +286,8 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
         task = "regression"
         shift = total / n_train
         spread = float(np.sqrt(max(total_sq / n_train - shift ** 2, 0.0))) or 1.0
-    return supervised.StreamSpec(task, classes, shift, spread, counts, steps["train"], steps["held"])
+    return supervised.StreamSpec(task, classes, shift, spread, counts, steps["train"], steps["held"], n_train,
+                                 stream.n_rows - n_train)
 
 
 def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
@@ -302,3 +311,57 @@ def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
         for name, value in supervised.metrics(model.task, y, output).items():
             out[f"{prefix}_{name}"] = value
     return out
+
+
+def run_streaming(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
+                  registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+    """As run, for inputs over the memory budget: the SELECT runs once into a temporary table and every
+    pass (statistics, each epoch, metrics) reads it back a batch at a time."""
+    stream = _Stream(conn, sql, options)
+    conn.commit()  # release the input's locks: nothing is held while training
+    try:
+        if stream.n_rows == 0:
+            raise inputs.InputError("the SELECT returned no rows; there is nothing to train on.")
+        first = next(iter(stream.reader))
+        stream.split_column = _split_column(first, options)
+        if stream.split_column and stream.split_column not in (options.get("exclude") or []):
+            options = {**options, "exclude": list(options.get("exclude") or []) + [stream.split_column]}
+        roles = inputs.roles(first, options)
+        encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
+                                 options["max_input_attributes"])
+        fingerprint = inputs.Fingerprint()
+        spec = _stream_spec(stream, roles, encoder, fingerprint, options)
+        log.info(f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch")
+        encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
+        label = options.get("label")
+
+        def numeric_label(frame, X):
+            if spec.task == "autoencoder":
+                return X
+            values = frame[label].values
+            if spec.task == "regression":
+                return values.astype(np.float64)
+            return np.searchsorted(np.array(spec.classes, dtype=values.dtype), values)
+
+        def batches(held_side: bool):
+            for frame, held in stream.frames():
+                rows = held if held_side else ~held
+                if rows.any():
+                    part = frame.take(rows)
+                    X = encode(part)
+                    y = numeric_label(part, X)
+                    if spec.task == "regression":
+                        y = (y - spec.shift) / spec.spread
+                    yield X, y.astype(np.int64 if spec.task == "multiclass" else np.float32)
+
+        model = supervised.train_streaming(batches, len(encoder.feature_names), spec, options)
+        metrics = _stream_metrics(model, stream, encode, numeric_label)
+        kinds = {n: first[n].type.kind for n in roles.features}
+        return _register_and_write(conn, model, encoder, options, kinds, first, metrics, stream.n_rows,
+                                   spec.train_rows, fingerprint, sql, target_relation, model_name,
+                                   registry_table, registry_schema, relation, invocation_id, spec.held_rows)
+    finally:
+        try:
+            stream.reader.close()
+        except Exception:  # after a failed statement; the temporary table ends with the session
+            log.debug("left the batch table to the end of the session")

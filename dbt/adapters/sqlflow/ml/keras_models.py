@@ -10,6 +10,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -98,8 +99,10 @@ def fit_stream(keras, model, batches, steps: int, loss: str, options: Dict, vali
     if options.get("early_stopping") and validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
                                                        min_delta=1e-4, restore_best_weights=True))
-    result = model.fit(batches, steps_per_epoch=steps, epochs=options["epochs"], validation_data=validation,
-                       validation_steps=validation_steps or None, callbacks=callbacks, verbose=0)
+    with warnings.catch_warnings():  # Keras notes that a generator is not shuffled: ours shuffles itself
+        warnings.simplefilter("ignore", UserWarning)
+        result = model.fit(batches, steps_per_epoch=steps, epochs=options["epochs"], validation_data=validation,
+                           validation_steps=validation_steps or None, callbacks=callbacks, verbose=0)
     history = result.history
     return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
                    len(history.get("loss", [])), seconds)

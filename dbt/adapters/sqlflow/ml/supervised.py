@@ -231,6 +231,8 @@ class StreamSpec:
     class_counts: Optional[np.ndarray]
     train_steps: int
     held_steps: int
+    train_rows: int = 0
+    held_rows: int = 0
 
 
 def train_streaming(batches: Callable[[bool], Iterable[tuple]], n_inputs: int, spec: StreamSpec, options: Dict):
