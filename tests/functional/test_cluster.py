@@ -299,3 +299,48 @@ class TestRetrainOnChangeAndVersions:
                                   f"'{project.test_schema}' and table_name = 'pinned' order by ordinal_position",
                                   fetch="all")
         assert [c[0] for c in columns] == ["id", "cluster_id", "cluster_distance", "model_version"]
+
+
+EM_TYPES = ["diag", "full", "spherical", "tied"]
+
+
+def _em_models():
+    models = {}
+    for ct in EM_TYPES:
+        models[f"em_{ct}.sql"] = ("{{ config(materialized='ml_train', model_type='em', n_clusters=3, key='id', "
+                                  f"exclude=['species'], covariance_type='{ct}', seed=5) }}}}"
+                                  " select * from {{ ref('iris') }}")
+        for suffix, flag in (("db", "'auto'"), ("py", "false")):
+            models[f"em_{ct}_{suffix}.sql"] = (
+                f"{{{{ config(materialized='ml_predict', model='em_{ct}', output_probabilities=true, "
+                f"in_database={flag}) }}}}\n-- depends_on: {{{{ ref('em_{ct}') }}}}\n"
+                "select * from {{ ref('iris') }}")
+    return models
+
+
+class TestEMScoredInDatabase:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"iris.csv": iris_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return _em_models()
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        results, output = run_dbt_and_capture(["run"])
+        assert len(results) == 12
+        return output
+
+    @pytest.mark.parametrize("covariance_type", EM_TYPES)
+    def test_in_database_equals_python(self, project, built, covariance_type):
+        assert f"PREDICT 150 rows, em_{covariance_type} v1 in PostgreSQL" in built
+        columns = "id, cluster_id, cluster_distance, cluster_probability, probability_0, probability_1, probability_2"
+        in_db = query(project, f"select {columns} from {project.test_schema}.em_{covariance_type}_db order by id")
+        in_py = query(project, f"select {columns} from {project.test_schema}.em_{covariance_type}_py order by id")
+        assert len(in_db) == 150
+        for a, b in zip(in_db, in_py):
+            assert a[:2] == b[:2]
+            np.testing.assert_allclose(a[2:], b[2:], atol=1e-9)

@@ -42,6 +42,7 @@ MODELS = {
     "cancer_scored_py.sql": "{{ config(materialized='ml_predict', model='cancer_logit', output_probabilities=true, "
                             "in_database=false) }}\n-- depends_on: {{ ref('cancer_logit') }}\n"
                             "select * from {{ ref('cancer') }}",
+    "diabetes_weights.sql": "select * from {{ ml_weights(ref('diabetes_lr')) }}",
     "iris_scored.sql": "{{ config(materialized='ml_predict', model='iris_softmax', output_probabilities=true) }}\n"
                        "-- depends_on: {{ ref('iris_softmax') }}\nselect * from {{ ref('iris_species') }}",
     "iris_scored_py.sql": "{{ config(materialized='ml_predict', model='iris_softmax', output_probabilities=true, "
@@ -106,6 +107,10 @@ class TestLinearAndLogistic:
         for a, b in zip(in_db, in_py):
             for x, y in zip(a, b):
                 assert x == pytest.approx(y, abs=1e-9) if isinstance(x, float) else x == y
+
+    def test_ml_weights_macro(self, project):
+        rows = self.rows(project, "select tensor, count(*), count(distinct feature) from {s}.diabetes_weights group by 1 order by 1")
+        assert rows == [("intercept", 1, 1), ("weights", 10, 10)]
 
     def test_weights_in_original_units_reproduce_predictions_in_plain_sql(self, project):
         unpivot = " union all ".join(f"select id, 'f{i}' as feature, f{i}::float8 as value from {{s}}.diabetes"

@@ -16,7 +16,7 @@ log = logging.getLogger("dbt_sqlflow.jobs")
 
 CLUSTER_TYPES = ("kmeans", "em")
 LINEAR_TYPES = ("linear_regression", "logistic_regression")
-IN_DATABASE = ("kmeans",) + LINEAR_TYPES
+IN_DATABASE = CLUSTER_TYPES + LINEAR_TYPES
 
 
 def _in_database(options: Dict, model_type: str) -> bool:
@@ -112,7 +112,7 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
     z = [f"({scoring_sql.linear_combination(kernel[:, k], exprs, bias[k])})" for k in range(kernel.shape[1])]
     label = quote_ident(f"predicted_{trained.label}")
     if model.task == "regression":
-        return [f"__z0 as {label}"], [f"{z[0]} as __z0"]
+        return [f"__z0 as {label}"], [[f"{z[0]} as __z0"]]
     classes = model.classes
     label_type = trained.parameters.get("label_type", "text")
     lit = lambda c: f"{scoring_sql.literal(c)}::{label_type}"  # noqa: E731
@@ -123,7 +123,7 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
         if options.get("output_probabilities"):
             outer += [f"1 - ({p1}) as {quote_ident('probability_' + supervised.class_name(classes[0]))}",
                       f"{p1} as {quote_ident('probability_' + supervised.class_name(classes[1]))}"]
-        return outer, inner
+        return outer, [inner]
     inner = [f"{zk} as __z{k}" for k, zk in enumerate(z)]
     top = f"greatest({', '.join(f'__z{k}' for k in range(len(z)))})"
     cases = " ".join(f"when __z{k} = {top} then {lit(c)}" for k, c in enumerate(classes))
@@ -132,21 +132,68 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
         total = " + ".join(f"exp(__z{k} - {top})" for k in range(len(z)))
         outer += [f"exp(__z{k} - {top}) / ({total}) as {quote_ident('probability_' + supervised.class_name(c))}"
                   for k, c in enumerate(classes)]
-    return outer, inner
+    return outer, [inner]
+
+
+def _normalized(trained, exprs: List[str]) -> List[str]:
+    """The first layer of cluster scoring: every encoded feature, normalized, as __n<j>."""
+    center, scale = FeatureEncoder.from_dict(trained.features).affine()
+    lit = scoring_sql.literal
+    return [f"(({e}) - {lit(c)}) / {lit(s)} as __n{j}" for j, (e, c, s) in enumerate(zip(exprs, center, scale))]
+
+
+def _distances(centers: np.ndarray) -> List[str]:
+    lit = scoring_sql.literal
+    return [f"sqrt({' + '.join(f'power(__n{j} - {lit(m)}, 2)' for j, m in enumerate(mu))}) as __d{k}"
+            for k, mu in enumerate(centers)]
 
 
 def _kmeans_select(trained, exprs: List[str]):
-    encoder = FeatureEncoder.from_dict(trained.features)
-    center, scale = encoder.affine()
-    normalized = [f"(({e}) - {scoring_sql.literal(c)}) / {scoring_sql.literal(s)}"
-                  for e, c, s in zip(exprs, center, scale)]
     centers = np.asarray(trained.parameters["centers"], float)
-    inner = [f"sqrt({' + '.join(f'power({n} - {scoring_sql.literal(m)}, 2)' for n, m in zip(normalized, mu))}) "
-             f"as __d{k}" for k, mu in enumerate(centers)]
     nearest = f"least({', '.join(f'__d{k}' for k in range(len(centers)))})"
     cases = " ".join(f"when __d{k} = {nearest} then {k}" for k in range(len(centers)))
     label = quote_ident(trained.options.get("label_column", "cluster_id"))
-    return [f"case {cases} end as {label}", f"{nearest} as cluster_distance"], inner
+    return [f"case {cases} end as {label}", f"{nearest} as cluster_distance"], [_normalized(trained, exprs),
+                                                                                 _distances(centers)]
+
+
+def _em_log_densities(model) -> List[str]:
+    """log(weight_k) + log N(x | mean_k, cov_k) per component, as scikit-learn computes it: with the
+    precision Cholesky factor P, y = (x - mean) P and log N = log det P - (d log 2 pi + |y|^2) / 2."""
+    from dbt.adapters.sqlflow.ml.clustering import _precision_cholesky
+
+    lit = scoring_sql.literal
+    means, d = model.centers, model.centers.shape[1]
+    chol = _precision_cholesky(model.covariances, model.covariance_type)
+    out = []
+    for k, mu in enumerate(means):
+        if model.covariance_type in ("diag", "spherical"):
+            p = chol[k] if model.covariance_type == "diag" else np.full(d, chol[k])
+            squares = [f"power((__n{j} - {lit(mu[j])}) * {lit(p[j])}, 2)" for j in range(d)]
+            log_det = float(np.log(p).sum())
+        else:
+            P = chol if model.covariance_type == "tied" else chol[k]
+            squares = ["power(" + " + ".join(f"(__n{i} - {lit(mu[i])}) * {lit(P[i, j])}" for i in range(d)) + ", 2)"
+                       for j in range(d)]
+            log_det = float(np.log(np.diag(P)).sum())
+        constant = float(np.log(model.weights[k]) + log_det - 0.5 * d * np.log(2 * np.pi))
+        out.append(f"{lit(constant)} - 0.5 * ({' + '.join(squares)}) as __l{k}")
+    return out
+
+
+def _em_select(trained, exprs: List[str], options: Dict):
+    model = cluster.model_from(trained)
+    k = model.k
+    top = f"greatest({', '.join(f'__l{i}' for i in range(k))})"
+    total = " + ".join(f"exp(__l{i} - {top})" for i in range(k))
+    best = " ".join(f"when __l{i} = {top} then {i}" for i in range(k))
+    label = quote_ident(trained.options.get("label_column", "cluster_id"))
+    distance = " ".join(f"when __l{i} = {top} then __d{i}" for i in range(k))
+    outer = [f"case {best} end as {label}", f"case {distance} end as cluster_distance",
+             f"1 / ({total}) as cluster_probability"]
+    if options.get("output_probabilities"):
+        outer += [f"exp(__l{i} - {top}) / ({total}) as probability_{i}" for i in range(k)]
+    return outer, [_normalized(trained, exprs), _distances(model.centers) + _em_log_densities(model)]
 
 
 def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
@@ -154,11 +201,15 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
     _check_features(trained, names)
     exprs = scoring_sql.feature_expressions(trained.features, trained.features.get("kinds", {}), "__sqlflow_in")
     if trained.model_type == "kmeans":
-        outer, inner = _kmeans_select(trained, exprs)
+        outer, layers = _kmeans_select(trained, exprs)
+    elif trained.model_type == "em":
+        outer, layers = _em_select(trained, exprs, options)
     else:
-        outer, inner = _linear_select(trained, options, exprs)
+        outer, layers = _linear_select(trained, options, exprs)
+    source = scoring_sql.fenced(["__sqlflow_in.*"] + layers[0], sql, "__sqlflow_in")
+    for depth, layer in enumerate(layers[1:]):  # each layer reads the one below, computed once per row
+        source = f"(select __sqlflow_l{depth}.*, {', '.join(layer)} from {source} as __sqlflow_l{depth} offset 0)"
     kept = [f"__sqlflow_s.{quote_ident(n)}" for n in _kept_names(trained, options, names)]
-    source = scoring_sql.fenced(["__sqlflow_in.*"] + inner, sql, "__sqlflow_in")
     select = ", ".join(kept + outer + [f"{trained.version} as model_version"])
     with conn.cursor() as cur:
         cur.execute("set local jit = off")  # compiling the long generated expressions costs seconds
