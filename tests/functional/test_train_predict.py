@@ -363,3 +363,24 @@ class TestStreamedTraining:
     def test_streamed_network(self, project):
         metrics = self.rows(project, "select metrics from {s}.sqlflow_models where model_name = 'streamed_dnn'")[0][0]
         assert metrics["train_r2"] > 0.9
+
+
+class TestRetrainOnChange:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"diabetes.csv": csv(DIABETES.data, DIABETES.target.astype(float))}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"lr.sql": "{{ config(materialized='ml_train', model_type='linear_regression', label='target', "
+                          "exclude=['id'], epochs=5, retrain='on_change') }} select * from {{ ref('diabetes') }} "
+                          "where id < {{ var('upto', 442) }}"}
+
+    def test_unchanged_input_is_not_retrained(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+        _, output = run_dbt_and_capture(["run"])
+        assert "TRAIN unchanged, v1 kept" in output
+        _, output = run_dbt_and_capture(["run", "--vars", '{"upto": 400}'])
+        assert "TRAIN 400 rows, linear_regression, v2" in output
+        assert project.run_sql(f"select count(*) from {project.test_schema}.lr", fetch="one") == (11,)

@@ -88,7 +88,7 @@ class SqlflowAdapter(PostgresAdapter):
                 outcome = predict.run(conn, sql, options, targets["main"], table)
             elif options["model_type"] in KERAS_TYPES:
                 outcome = train.run(conn, sql, options, targets["main"], model["name"], table, schema,
-                                    relation, invocation_id)
+                                    relation, invocation_id, relation_exists)
             else:
                 outcome = cluster.run(conn, sql, options, cluster.Targets(**targets), model["name"],
                                       materialization, table, schema, relation, invocation_id, relation_exists)

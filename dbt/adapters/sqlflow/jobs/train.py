@@ -127,11 +127,23 @@ def _target(frame: Frame, options: Dict):
     return target
 
 
+def _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint) -> Optional[Outcome]:
+    """retrain='on_change': the kept version when SQL, options and input match the latest one."""
+    if options["retrain"] != "on_change" or not relation_exists:
+        return None
+    kept = registry.unchanged_version(conn, registry_table, model_name, options,
+                                      hashlib.sha256(sql.encode()).hexdigest(), fingerprint.hexdigest())
+    if kept:
+        log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
+        return Outcome(0, 0, kept, f"TRAIN unchanged, v{kept} kept", unchanged=True)
+    return None
+
+
 def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
-        registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+        registry_schema: str, relation: str, invocation_id: Optional[str], relation_exists: bool = False) -> Outcome:
     if should_stream(conn, sql, options):
         return run_streaming(conn, sql, options, target_relation, model_name, registry_table, registry_schema,
-                             relation, invocation_id)
+                             relation, invocation_id, relation_exists)
     frame = read_frame(conn, sql)
     log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
     conn.commit()  # release the input's locks: nothing is held while training
@@ -140,6 +152,11 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
     split = _split_column(frame, options)
     if split and split not in (options.get("exclude") or []):
         options = {**options, "exclude": list(options.get("exclude") or []) + [split]}
+    fingerprint = inputs.Fingerprint()
+    fingerprint.update(frame)
+    unchanged = _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint)
+    if unchanged:
+        return unchanged
     roles = inputs.roles(frame, options)
     target = _target(frame, options)
     held = _held_out(frame, options, roles, split)
@@ -151,8 +168,6 @@ def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, re
     metrics = _metrics(model, X, target, held)
     log.info(f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    fingerprint = inputs.Fingerprint()
-    fingerprint.update(frame)
     kinds = {n: frame[n].type.kind for n in roles.features}
     return _register_and_write(conn, model, encoder, options, kinds, frame, metrics, frame.n_rows,
                                int((~held).sum()), fingerprint, sql, target_relation, model_name,
@@ -314,7 +329,8 @@ def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
 
 
 def run_streaming(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
-                  registry_schema: str, relation: str, invocation_id: Optional[str]) -> Outcome:
+                  registry_schema: str, relation: str, invocation_id: Optional[str],
+                  relation_exists: bool = False) -> Outcome:
     """As run, for inputs over the memory budget: the SELECT runs once into a temporary table and every
     pass (statistics, each epoch, metrics) reads it back a batch at a time."""
     stream = _Stream(conn, sql, options)
@@ -331,6 +347,9 @@ def run_streaming(conn, sql: str, options: Dict, target_relation: str, model_nam
                                  options["max_input_attributes"])
         fingerprint = inputs.Fingerprint()
         spec = _stream_spec(stream, roles, encoder, fingerprint, options)
+        unchanged = _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint)
+        if unchanged:
+            return unchanged
         log.info(f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch")
         encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
         label = options.get("label")
