@@ -13,16 +13,11 @@ dbt's own start-up is measured as a `dbt run` of a one-row view in the same proj
 import argparse
 import datetime as dt
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import psycopg2
 
-from common import machine, temporary_server
+from common import machine, peak_rss_mb, run_child, temporary_server, write_project
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 10
 K = 8
 
@@ -87,16 +82,8 @@ CHILDREN = {"dbt": child_dbt, "pandas": child_pandas, "floor": child_floor}
 
 def measure(*args):
     """(seconds, peak RSS in MB) of one child process."""
-    code = ("import resource, sys; sys.path.insert(0, %r); import cluster; "
-            "cluster.CHILDREN[sys.argv[1]](*sys.argv[2:]); "
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)") % HERE
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if out.returncode:
-        raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
-    rss = int([line for line in out.stdout.splitlines() if line.startswith("MAXRSS")][-1].split()[1]) / 1024
-    return seconds, rss
+    seconds, stdout = run_child("cluster", *args)
+    return seconds, peak_rss_mb(stdout)
 
 
 def make_points(dsn, table, rows):
@@ -112,28 +99,11 @@ def make_points(dsn, table, rows):
     conn.close()
 
 
-def write_project(root, data_path, tables):
-    project = os.path.join(root, "project")
-    os.makedirs(os.path.join(project, "models"))
-    with open(os.path.join(project, "dbt_project.yml"), "w") as f:
-        f.write("name: bench\nversion: '1.0'\nconfig-version: 2\nprofile: bench\n")
-    with open(os.path.join(project, "profiles.yml"), "w") as f:
-        f.write(textwrap.dedent(f"""\
-            bench:
-              target: dev
-              outputs:
-                dev: {{type: sqlflow, embedded: true, embedded_path: "{data_path}", schema: public, threads: 1}}
-            """))
-    models = {"startup.sql": "{{ config(materialized='view') }} select 1 as one"}
-    for name, (table, scalable) in tables.items():
-        models[f"{name}.sql"] = (
-            f"{{{{ config(materialized='cluster', model_type='kmeans', n_clusters={K}, key='id', seed=0, "
-            f"n_init=1, scalable={str(scalable).lower()}, sample_size=50000) }}}}\n"
-            f"select * from public.{table}\n")
-    for name, sql in models.items():
-        with open(os.path.join(project, "models", name), "w") as f:
-            f.write(sql)
-    return project
+def cluster_models(tables):
+    return {name: (f"{{{{ config(materialized='cluster', model_type='kmeans', n_clusters={K}, key='id', seed=0, "
+                   f"n_init=1, scalable={str(scalable).lower()}, sample_size=50000) }}}}\n"
+                   f"select * from public.{table}\n")
+            for name, (table, scalable) in tables.items()}
 
 
 def main():
@@ -149,7 +119,7 @@ def main():
         for n in args.scalable_rows:
             make_points(dsn, f"points_{n}", n)
             tables[f"scalable_{n}"] = (f"points_{n}", True)
-        project = write_project(root, data_path, tables)
+        project = write_project(root, data_path, cluster_models(tables))
         results = {}
         results["startup"] = measure("dbt", project, "startup")
         results["a"] = measure("dbt", project, "clustered")

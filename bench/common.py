@@ -2,7 +2,11 @@
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
+import time
 from contextlib import contextmanager
 
 
@@ -24,3 +28,42 @@ def temporary_server():
     finally:
         embedded.stop(path)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def write_project(root: str, data_path: str, models: dict) -> str:
+    """A dbt project on the embedded server at data_path, with the given models plus `startup`, a one-row
+    view whose `dbt run` measures dbt's own start-up."""
+    project = os.path.join(root, "project")
+    os.makedirs(os.path.join(project, "models"))
+    with open(os.path.join(project, "dbt_project.yml"), "w") as f:
+        f.write("name: bench\nversion: '1.0'\nconfig-version: 2\nprofile: bench\n")
+    with open(os.path.join(project, "profiles.yml"), "w") as f:
+        f.write(textwrap.dedent(f"""\
+            bench:
+              target: dev
+              outputs:
+                dev: {{type: sqlflow, embedded: true, embedded_path: "{data_path}", schema: public, threads: 1}}
+            """))
+    for name, sql in {"startup": "{{ config(materialized='view') }} select 1 as one", **models}.items():
+        with open(os.path.join(project, "models", f"{name}.sql"), "w") as f:
+            f.write(sql)
+    return project
+
+
+def run_child(script: str, *args):
+    """(seconds, stdout) of `CHILDREN[args[0]](*args[1:])` of bench/<script>.py in a fresh process, which
+    also prints its peak RSS as `MAXRSS <kB>`."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import resource, sys; sys.path.insert(0, {here!r}); import {script}; "
+            f"{script}.CHILDREN[sys.argv[1]](*sys.argv[2:]); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
+    return seconds, out.stdout
+
+
+def peak_rss_mb(stdout: str) -> float:
+    return int([line for line in stdout.splitlines() if line.startswith("MAXRSS")][-1].split()[1]) / 1024

@@ -14,16 +14,11 @@ One embedded PostgreSQL, one run; each case a whole process:
 import argparse
 import datetime as dt
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import psycopg2
 
-from common import machine, temporary_server
+from common import machine, run_child, temporary_server, write_project
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 10
 
 
@@ -75,16 +70,6 @@ def child_pandas(dsn):
 CHILDREN = {"dbt": child_dbt, "keras": child_keras, "pandas": child_pandas}
 
 
-def run_child(*args):
-    code = ("import sys; sys.path.insert(0, %r); import train_predict; "
-            "train_predict.CHILDREN[sys.argv[1]](*sys.argv[2:])") % HERE
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
-    return time.perf_counter() - start, out.stdout
-
-
 def make_points(dsn, rows):
     cols = ", ".join(f"(random() - 0.5) * {i + 1} as x{i}" for i in range(N_FEATURES))
     logit = " + ".join(f"x{i} * {(-1) ** i * 0.3:.1f}" for i in range(N_FEATURES))
@@ -99,32 +84,16 @@ def make_points(dsn, rows):
     conn.close()
 
 
-def write_project(root, data_path, epochs):
-    project = os.path.join(root, "project")
-    os.makedirs(os.path.join(project, "models"))
-    with open(os.path.join(project, "dbt_project.yml"), "w") as f:
-        f.write("name: bench\nversion: '1.0'\nconfig-version: 2\nprofile: bench\n")
-    with open(os.path.join(project, "profiles.yml"), "w") as f:
-        f.write(textwrap.dedent(f"""\
-            bench:
-              target: dev
-              outputs:
-                dev: {{type: sqlflow, embedded: true, embedded_path: "{data_path}", schema: public, threads: 1}}
-            """))
-    models = {
-        "startup.sql": "{{ config(materialized='view') }} select 1 as one",
-        "logit.sql": ("{{ config(materialized='ml_train', model_type='logistic_regression', label='y', key='id', "
-                      f"exclude=['id'], epochs={epochs}, batch_size=1024, learning_rate=0.05) }}}}\n"
-                      "select * from public.points"),
-        "scored_db.sql": "{{ config(materialized='ml_predict', model='logit', output_probabilities=true) }}\n"
-                         "-- depends_on: {{ ref('logit') }}\nselect * from public.points",
-        "scored_py.sql": "{{ config(materialized='ml_predict', model='logit', output_probabilities=true, "
-                         "in_database=false) }}\n-- depends_on: {{ ref('logit') }}\nselect * from public.points",
+def models(epochs):
+    return {
+        "logit": ("{{ config(materialized='ml_train', model_type='logistic_regression', label='y', key='id', "
+                  f"exclude=['id'], epochs={epochs}, batch_size=1024, learning_rate=0.05) }}}}\n"
+                  "select * from public.points"),
+        "scored_db": "{{ config(materialized='ml_predict', model='logit', output_probabilities=true) }}\n"
+                     "-- depends_on: {{ ref('logit') }}\nselect * from public.points",
+        "scored_py": "{{ config(materialized='ml_predict', model='logit', output_probabilities=true, "
+                     "in_database=false) }}\n-- depends_on: {{ ref('logit') }}\nselect * from public.points",
     }
-    for name, sql in models.items():
-        with open(os.path.join(project, "models", name), "w") as f:
-            f.write(sql)
-    return project
 
 
 def main():
@@ -134,14 +103,14 @@ def main():
     args = parser.parse_args()
     with temporary_server() as (data_path, dsn):
         make_points(dsn, args.rows)
-        project = write_project(os.path.dirname(data_path), data_path, args.epochs)
-        startup, _ = run_child("dbt", project, "startup")
-        train_seconds, _ = run_child("dbt", project, "logit")
-        _, out = run_child("keras", dsn, str(args.epochs))
-        keras_epochs = [float(v) for v in out.split("EPOCHS", 1)[1].split()]
-        in_db, _ = run_child("dbt", project, "scored_db")
-        in_py, _ = run_child("dbt", project, "scored_py")
-        pandas_seconds, _ = run_child("pandas", dsn)
+        project = write_project(os.path.dirname(data_path), data_path, models(args.epochs))
+        startup, _ = run_child("train_predict", "dbt", project, "startup")
+        train_seconds, _ = run_child("train_predict", "dbt", project, "logit")
+        _, out = run_child("train_predict", "keras", dsn, str(args.epochs))
+        keras_epochs = [float(v) for v in out.split("EPOCHS", 1)[1].splitlines()[0].split()]
+        in_db, _ = run_child("train_predict", "dbt", project, "scored_db")
+        in_py, _ = run_child("train_predict", "dbt", project, "scored_py")
+        pandas_seconds, _ = run_child("train_predict", "pandas", dsn)
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("select training_info -> 'epoch_seconds' from sqlflow_models where model_name = 'logit'")
             ours_epochs = cur.fetchone()[0]

@@ -74,38 +74,33 @@ class _ProgressLog:
         return Callback()
 
 
-def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
-        validation: Optional[tuple] = None, sample_weight: Optional[np.ndarray] = None) -> History:
+def _run(keras, model, loss: str, options: Dict, has_validation: bool, **fit_arguments) -> History:
+    """Compile, fit with progress logging (and early stopping when asked), and collect the history."""
     model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
     seconds: List[float] = []
     callbacks = [_ProgressLog(keras, options["epochs"], seconds)]
-    if options.get("early_stopping") and validation is not None:
+    if options.get("early_stopping") and has_validation:
         # gains below 1e-4 do not count: a convex loss otherwise creeps down for ever
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
                                                        min_delta=1e-4, restore_best_weights=True))
-    result = model.fit(X, y, epochs=options["epochs"], batch_size=options["batch_size"], shuffle=True,
-                       validation_data=validation, sample_weight=sample_weight, callbacks=callbacks, verbose=0)
-    history = result.history
+    with warnings.catch_warnings():  # Keras notes that a generator is not shuffled: ours shuffles itself
+        warnings.simplefilter("ignore", UserWarning)
+        history = model.fit(epochs=options["epochs"], callbacks=callbacks, verbose=0, **fit_arguments).history
     return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
                    len(history.get("loss", [])), seconds)
+
+
+def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
+        validation: Optional[tuple] = None, sample_weight: Optional[np.ndarray] = None) -> History:
+    return _run(keras, model, loss, options, validation is not None, x=X, y=y, batch_size=options["batch_size"],
+                shuffle=True, validation_data=validation, sample_weight=sample_weight)
 
 
 def fit_stream(keras, model, batches, steps: int, loss: str, options: Dict, validation=None,
                validation_steps: int = 0) -> History:
     """As fit, from an endless generator of (X, y[, sample_weight]) batches, `steps` per epoch."""
-    model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
-    seconds: List[float] = []
-    callbacks = [_ProgressLog(keras, options["epochs"], seconds)]
-    if options.get("early_stopping") and validation is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
-                                                       min_delta=1e-4, restore_best_weights=True))
-    with warnings.catch_warnings():  # Keras notes that a generator is not shuffled: ours shuffles itself
-        warnings.simplefilter("ignore", UserWarning)
-        result = model.fit(batches, steps_per_epoch=steps, epochs=options["epochs"], validation_data=validation,
-                           validation_steps=validation_steps or None, callbacks=callbacks, verbose=0)
-    history = result.history
-    return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
-                   len(history.get("loss", [])), seconds)
+    return _run(keras, model, loss, options, validation is not None, x=batches, steps_per_epoch=steps,
+                validation_data=validation, validation_steps=validation_steps or None)
 
 
 def predict(model, X: np.ndarray) -> np.ndarray:
