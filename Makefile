@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find dbt -name '*.py' -o -name '*.sql' -o -name '*.yml')
 
-.PHONY: demo test bench stop clean
+.PHONY: demo test test-server bench stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/pytest tests
+
+# the same suite on the machine's own PostgreSQL server (Debian's packages) instead of the embedded one
+test-server: $(VENV)/.installed
+	scripts/with-postgres-server.sh $(BIN)/pytest tests
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/io.py
