@@ -78,7 +78,7 @@ def make_points(dsn, rows):
     with conn.cursor() as cur:
         cur.execute("select setseed(0.25)")
         cur.execute(f"create table points as select g::bigint as id, {cols} from generate_series(1, {rows}) g")
-        cur.execute(f"alter table points add column y boolean")
+        cur.execute("alter table points add column y boolean")
         cur.execute(f"update points set y = ({logit}) + (random() - 0.5) > 0")
         cur.execute("vacuum analyze points")
     conn.close()

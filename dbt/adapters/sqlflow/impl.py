@@ -2,11 +2,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+import psycopg2
+from dbt.adapters.base import available
 from dbt.adapters.contracts.connection import AdapterResponse
 from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.impl import PostgresAdapter, PostgresConfig
-from dbt.adapters.base import available
-import psycopg2
 from dbt_common.exceptions import DbtDatabaseError, DbtRuntimeError
 
 from dbt.adapters.sqlflow import log_bridge

@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident
-from dbt.adapters.sqlflow.ml.preprocess import MISSING, OTHER
+from dbt.adapters.sqlflow.ml.preprocess import MISSING
 
 
 def literal(value) -> str:

@@ -9,7 +9,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Sequence
 
 import numpy as np
 

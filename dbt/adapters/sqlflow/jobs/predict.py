@@ -105,7 +105,7 @@ def _score_in_python(conn, sql: str, trained, options: Dict, target: str) -> int
 
 
 def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
-    from dbt.adapters.sqlflow.jobs.train import original_units, output_classes
+    from dbt.adapters.sqlflow.jobs.train import original_units
 
     model = _linear(trained)
     kernel, bias = original_units(model, FeatureEncoder.from_dict(trained.features))

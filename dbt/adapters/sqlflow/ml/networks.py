@@ -3,11 +3,10 @@
 Every layer is a stock Keras layer or the registered FactorizationMachine below, so a saved `.keras`
 file loads back with safe_mode=True (no Lambda, no pickled code).
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from dbt.adapters.sqlflow.ml import keras_models
 
 _FM_CLASS = None
 
