@@ -31,7 +31,7 @@ def test_key_of_another_model_type_is_misplaced(key, value):
 
 
 def test_n_init_does_not_apply_to_em():
-    with pytest.raises(OptionError, match="'n_init' applies to model_type kmeans only"):
+    with pytest.raises(OptionError, match="'n_init' applies to model_type kmeans, dec only"):
         resolve("cluster", {"model_type": "em", "n_init": 3}, "segments")
 
 

@@ -62,6 +62,7 @@ COMMON = [
 ]
 
 CLUSTER_TYPES = ("kmeans", "em")
+DEC = ("dec",)
 CLUSTER = [
     Option("n_clusters", 10, lambda v: _is_int(v, 0), "a whole number >= 0 (0 = choose k)"),
     Option("k_range", [2, 10], lambda v: isinstance(v, (list, tuple)) and len(v) == 2
@@ -69,7 +70,7 @@ CLUSTER = [
     Option("scalable", False, lambda v: isinstance(v, bool), "true or false", CLUSTER_TYPES),
     Option("max_iter", None, lambda v: v is None or _is_int(v, 1), "a whole number >= 1"),
     Option("tol", None, lambda v: v is None or _is_number(v, 0), "a number >= 0"),
-    Option("n_init", 1, lambda v: _is_int(v, 1), "a whole number >= 1", ("kmeans",)),
+    Option("n_init", 1, lambda v: _is_int(v, 1), "a whole number >= 1", ("kmeans", "dec")),
     Option("covariance_type", "diag", _one_of("diag", "full", "spherical", "tied"),
            "'diag', 'full', 'spherical' or 'tied'", ("em",)),
     Option("minimum_support", 1, lambda v: _is_int(v, 1), "a whole number >= 1", CLUSTER_TYPES),
@@ -87,9 +88,9 @@ SUPERVISED = tuple(t for t in KERAS_TYPES if t != "autoencoder")
 def _units(v):
     return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x, 1) for x in v)
 TRAIN = [
-    Option("learning_rate", 0.05, lambda v: _is_number(v, 0, strict=True), "a number > 0", KERAS_TYPES),
-    Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES),
-    Option("batch_size", 256, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES),
+    Option("learning_rate", 0.05, lambda v: _is_number(v, 0, strict=True), "a number > 0", KERAS_TYPES + DEC),
+    Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
+    Option("batch_size", 256, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
     Option("optimizer", "adam", _one_of("sgd", "adam", "adagrad", "rmsprop", "ftrl"),
            "'sgd', 'adam', 'adagrad', 'rmsprop' or 'ftrl'", KERAS_TYPES),
     Option("l1", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
@@ -106,11 +107,21 @@ TRAIN = [
     Option("hidden_units", [64, 32], _units, "a list of layer sizes, e.g. [64, 32]", ("dnn_regressor", "dnn_classifier")),
     Option("dropout", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", ("dnn_regressor", "dnn_classifier")),
     Option("activation", "relu", _one_of("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish"),
-           "'relu', 'tanh', 'sigmoid', 'elu', 'selu', 'gelu' or 'swish'", ("dnn_regressor", "dnn_classifier", "autoencoder")),
-    Option("encode_units", [100, 10], _units, "a list of encoder layer sizes, e.g. [100, 7]", ("autoencoder",)),
+           "'relu', 'tanh', 'sigmoid', 'elu', 'selu', 'gelu' or 'swish'",
+           ("dnn_regressor", "dnn_classifier", "autoencoder", "dec")),
+    Option("encode_units", [100, 10], _units, "a list of encoder layer sizes, e.g. [100, 7]", ("autoencoder", "dec")),
 ]
-# Keys of model types not built yet: known, so that they are reported as misplaced, not mistyped.
-DEC_ONLY = ["run_pretrain", "pretrained_model", "pretrain_epochs", "update_interval", "output_embedding"]
+DEC_OPTIONS = [
+    Option("run_pretrain", True, lambda v: isinstance(v, bool), "true or false", DEC),
+    Option("pretrained_model", None, lambda v: v is None or (isinstance(v, str) and v != ""),
+           "the name of an ml_train model of type autoencoder or dec", DEC),
+    Option("pretrain_epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", DEC),
+    Option("update_interval", 140, lambda v: _is_int(v, 1), "a whole number of batches >= 1", DEC),
+    Option("output_embedding", False, lambda v: isinstance(v, bool), "true or false", DEC),
+]
+# Xie et al.'s settings where ours for other model types differ
+TYPE_DEFAULTS = {"dec": {"learning_rate": 0.001, "epochs": 20, "n_init": 20, "tol": 0.001}}
+
 PREDICT = [
     Option("model", None, lambda v: isinstance(v, str) and v != "", "the name of a trained model"),
     Option("version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"),
@@ -119,7 +130,7 @@ PREDICT = [
     Option("in_database", "auto", lambda v: v in ("auto", False, True, "false", "true"), "'auto' or false"),
 ]
 
-MODEL_TYPES = {"cluster": CLUSTER_TYPES, "ml_train": CLUSTER_TYPES + KERAS_TYPES, "ml_predict": ()}
+MODEL_TYPES = {"cluster": CLUSTER_TYPES + DEC, "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES, "ml_predict": ()}
 
 
 def catalog(materialization: str, model_type: Optional[str] = None) -> List[Option]:
@@ -127,11 +138,14 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
         return PREDICT
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
+    if model_type == "dec":
+        shared = [o for o in TRAIN if o.name in ("learning_rate", "epochs", "batch_size", "activation", "encode_units")]
+        return COMMON + CLUSTER + shared + DEC_OPTIONS
     return COMMON + CLUSTER
 
 
 def _all_known_names() -> set:
-    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN} | set(DEC_ONLY)
+    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN + DEC_OPTIONS}
 
 
 def _closest(key: str, names: Iterable[str]) -> Optional[str]:
@@ -174,7 +188,7 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
         resolved[key] = value
     for option in options:
         if option.name not in resolved and (option.applies is None or model_type in option.applies):
-            default = option.default
+            default = TYPE_DEFAULTS.get(model_type, {}).get(option.name, option.default)
             resolved[option.name] = list(default) if isinstance(default, list) else default
     resolved["model_type"] = model_type
     for key in ("features", "key", "exclude", "predict_only"):

@@ -39,9 +39,24 @@ def _fit_options(options: Dict) -> Dict:
             "tol": options.get("tol"), "covariance_type": options.get("covariance_type", "diag")}
 
 
-def _fit(source: "Source", encode, options: Dict):
+def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[registry.ModelVersion]):
+    from dbt.adapters.sqlflow.ml import dec
+
+    if options["n_clusters"] == 0:
+        raise inputs.InputError("n_clusters=0 is not available for model_type 'dec' yet; give n_clusters.")
+    if pretrained is not None and options.get("encode_units") != TYPE_DEFAULT_UNITS:
+        log.warning(f"encode_units is ignored: the encoder of '{pretrained.model_name}' sets the layers")
+    X = encode(source.first)
+    if options["n_clusters"] > len(X):
+        raise clustering.ClusteringError(f"n_clusters={options['n_clusters']} is larger than the {len(X)} input rows.")
+    return dec.fit(X, options["n_clusters"], options, pretrained.artifact if pretrained else None), []
+
+
+def _fit(source: "Source", encode, options: Dict, pretrained=None):
     """The model and the k sweep (n_clusters=0). Scalable mode streams the batches; choosing k then
     runs on the first batch, a sample of sample_size rows."""
+    if options["model_type"] == "dec":
+        return _fit_dec(source, encode, options, pretrained)
     k, sweep, seed = options["n_clusters"], [], options["seed"]
     if k == 0:
         sample = encode(source.first) if source.streamed else np.vstack([encode(f) for f in source.batches()])
@@ -52,10 +67,29 @@ def _fit(source: "Source", encode, options: Dict):
                                          seed, **_fit_options(options))
     else:
         model = clustering.fit(encode(source.first), options["model_type"], k, seed, **_fit_options(options))
-    if options["minimum_support"] > 1:
+    if options.get("minimum_support", 1) > 1:
         sizes = clustering.cluster_sizes(model, (encode(f) for f in source.batches()))
         model = clustering.drop_small_clusters(model, sizes, options["minimum_support"])
     return model, sweep
+
+
+TYPE_DEFAULT_UNITS = [100, 10]
+
+
+def _pretrained(conn, registry_table: str, options: Dict, sample: Frame) -> Optional[registry.ModelVersion]:
+    """The registered autoencoder or DEC model whose encoder a dec model starts from, checked."""
+    name = options.get("pretrained_model")
+    if options.get("model_type") != "dec" or not name:
+        return None
+    version = registry.load(conn, registry_table, name)
+    if version.model_type not in ("autoencoder", "dec"):
+        raise inputs.InputError(f"pretrained_model '{name}' is a {version.model_type} model; it must be an "
+                                f"ml_train model of type autoencoder or dec.")
+    missing = [f["name"] for f in version.features["features"] if f["name"] not in sample]
+    if missing:
+        raise inputs.InputError(f"pretrained_model '{name}' was trained on {', '.join(repr(m) for m in missing)}, "
+                                f"which the SELECT does not return: its encoder needs the same columns.")
+    return version
 
 
 class Source:
@@ -83,13 +117,19 @@ class Source:
                 log.debug("left the batch table to the end of the session")
 
 
-def parameters(model: clustering.ClusterModel) -> Dict:
+def parameters(model) -> Dict:
+    if model.model_type == "dec":
+        return {"centers": model.centers}
     return {"centers": model.centers, "covariance_type": model.covariance_type,
             "covariances": model.covariances, "weights": model.weights}
 
 
-def model_from(version: registry.ModelVersion) -> clustering.ClusterModel:
+def model_from(version: registry.ModelVersion):
     p = version.parameters
+    if version.model_type == "dec":
+        from dbt.adapters.sqlflow.ml.dec import DecModel
+
+        return DecModel(version.artifact, np.asarray(p["centers"], float), [])
     as_array = lambda v: None if v is None else np.asarray(v, float)  # noqa: E731
     return clustering.ClusterModel(version.model_type, as_array(p["centers"]), p.get("covariance_type"),
                                    as_array(p.get("covariances")), as_array(p.get("weights")))
@@ -104,6 +144,9 @@ def assignment_columns(model, X: np.ndarray, options: Dict) -> List[Column]:
         columns.append(Column.of("cluster_probability", probabilities.max(axis=1)))
         if options.get("output_probabilities"):
             columns += [Column.of(f"probability_{i}", probabilities[:, i]) for i in range(model.k)]
+    if options.get("output_embedding"):
+        z = model.embedding(X)
+        columns += [Column.of(f"embedding_{j}", z[:, j]) for j in range(z.shape[1])]
     return columns
 
 
@@ -115,6 +158,12 @@ def _passed_through(frame: Frame, roles: inputs.Roles, options: Dict) -> List[Co
 
 
 def centroid_frame(model, encoder: FeatureEncoder) -> Frame:
+    """Centres per feature, in original and normalized units (DEC: in embedding space, both the same)."""
+    if model.model_type == "dec":
+        k, d = model.centers.shape
+        return Frame([Column.of("cluster_id", np.repeat(np.arange(k, dtype=np.int32), d), type=WIRE_TYPES["integer"]),
+                      Column.of("feature", np.array([f"embedding_{j}" for j in range(d)] * k, dtype=object)),
+                      Column.of("value", model.centers.ravel()), Column.of("normalized_value", model.centers.ravel())])
     names = encoder.feature_names
     k, d = model.centers.shape
     cluster_ids = np.repeat(np.arange(k, dtype=np.int32), d)
@@ -166,9 +215,12 @@ def _profile_columns(conn, table: str, sample: Frame, roles: inputs.Roles, encod
 
 
 def _metrics(model, source: Source, encode, seed: int) -> Dict:
-    """Quality metrics on the first batch (all rows unless scalable); inertia always over every row."""
+    """Quality metrics on the first batch (all rows unless scalable); inertia always over every row.
+    DEC's are computed in its embedding space."""
     X = encode(source.first)
-    metrics = clustering.metrics(X, model.assign(X)[0], model, seed)
+    labels = model.assign(X)[0]
+    space = model.embedding(X) if model.model_type == "dec" else X
+    metrics = clustering.metrics(space, labels, model, seed)
     if source.streamed:
         metrics["inertia"] = float(sum((model.assign(Xb)[1] ** 2).sum() for Xb in map(encode, source.batches())))
         metrics["metrics_sample_rows"] = len(X)
@@ -205,6 +257,9 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
     if source.n_rows == 0:
         raise inputs.InputError("the SELECT returned no rows; there is nothing to cluster.")
     roles = inputs.roles(source.first, options)
+    pretrained = _pretrained(conn, registry_table, options, source.first)
+    if pretrained is not None:  # the encoder reads its inputs as it was trained to
+        roles.features = [f["name"] for f in pretrained.features["features"]]
     encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
                              options["max_input_attributes"])
     fingerprint = inputs.Fingerprint()
@@ -215,6 +270,8 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
             yield inputs.raw_columns(frame, roles.features)
 
     encoder.fit_batches(fingerprinted(source.batches()))
+    if pretrained is not None:
+        encoder = FeatureEncoder.from_dict(pretrained.features)
     verb = "CLUSTER" if materialization == "cluster" else "TRAIN"
     sql_fingerprint = hashlib.sha256(sql.encode()).hexdigest()
     if options["retrain"] == "on_change" and relation_exists:
@@ -224,7 +281,7 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
             log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
             return Outcome(source.n_rows, 0, kept, f"{verb} unchanged, v{kept} kept", unchanged=True)
     encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
-    model, sweep = _fit(source, encode, options)
+    model, sweep = _fit(source, encode, options, pretrained)
     metrics = _metrics(model, source, encode, options["seed"])
     log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
 
@@ -233,10 +290,10 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
         model_name=model_name, version=0, model_type=options["model_type"], options=options,
         features={**encoder.to_dict(), "kinds": {n: source.first[n].type.kind for n in roles.features}},
         label=None, parameters=parameters(model), metrics=metrics,
-        training_info={"iterations": model.info.get("iterations"), "k_sweep": sweep,
-                       "dropped_clusters": model.info.get("dropped_clusters", 0)},
+        training_info={"k_sweep": sweep, "dropped_clusters": model.info.get("dropped_clusters", 0),
+                       **{k: v for k, v in model.info.items() if k != "dropped_clusters"}},
         row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
-        sql_fingerprint=sql_fingerprint,
+        sql_fingerprint=sql_fingerprint, artifact=getattr(model, "artifact", None),
     ), materialization, relation, invocation_id)
 
     if materialization == "cluster":
@@ -248,6 +305,10 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
             cur.execute(f"create table {targets.profile} as "
                         f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}")
         log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
+    elif model.model_type == "dec":
+        from dbt.adapters.sqlflow.jobs.train import network_weights_frame
+
+        write_frame(conn, targets.main, network_weights_frame(model, encoder, version))
     else:
         write_frame(conn, targets.main, weights_frame(model, encoder, version))
     return Outcome(source.n_rows, model.k, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}")

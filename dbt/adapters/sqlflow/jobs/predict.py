@@ -14,9 +14,9 @@ from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
-CLUSTER_TYPES = ("kmeans", "em")
+CLUSTER_TYPES = ("kmeans", "em", "dec")
 LINEAR_TYPES = ("linear_regression", "logistic_regression")
-IN_DATABASE = CLUSTER_TYPES + LINEAR_TYPES
+IN_DATABASE = ("kmeans", "em") + LINEAR_TYPES
 
 
 def _in_database(options: Dict, model_type: str) -> bool:

@@ -1,0 +1,119 @@
+"""Deep embedded clustering (`model_type='dec'`): SQLFlow's four pretraining cases, outputs, reuse."""
+import numpy as np
+import pytest
+from dbt.tests.util import run_dbt, run_dbt_and_capture
+
+
+def behaviour_csv(n=1200, k=5, seed=1):
+    """Five behaviour groups along a curve, warped non-linearly into ten features m1..m10."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, k, n)
+    t = group + rng.normal(scale=0.12, size=n)
+    latent = np.column_stack([np.cos(2.2 * t) * (1 + t), np.sin(2.2 * t) * (1 + t), rng.normal(scale=1.5, size=n)])
+    X = np.tanh(latent @ rng.normal(size=(3, 10)) / 3) + 0.5 * np.sin(latent @ rng.normal(size=(3, 10)))
+    lines = ["user_id," + ",".join(f"m{i}" for i in range(1, 11)) + ",planted_group"]
+    lines += [f"{i}," + ",".join(f"{v:.6f}" for v in row) + f",{g}" for i, (row, g) in enumerate(zip(X, group))]
+    return "\n".join(lines) + "\n"
+
+
+BASE = ("materialized='cluster', model_type='dec', n_clusters=5, key='user_id', predict_only=['planted_group'], "
+        "encode_units=[32, 3], pretrain_epochs=8, epochs=3, batch_size=128, update_interval=20, seed=3")
+MODELS = {
+    "autoencoder.sql": "{{ config(materialized='ml_train', model_type='autoencoder', key='user_id', "
+                       "exclude=['user_id', 'planted_group'], encode_units=[32, 3], epochs=8, batch_size=128, "
+                       "learning_rate=0.005, seed=3) }} select * from {{ ref('users') }}",
+    "case1.sql": "{{ config(" + BASE + ", output_probabilities=true, output_embedding=true) }}"
+                 " select * from {{ ref('users') }}",
+    "case2.sql": "{{ config(" + BASE + ", pretrained_model='autoencoder') }}\n-- depends_on: {{ ref('autoencoder') }}\n"
+                 "select * from {{ ref('users') }}",
+    "case3.sql": "{{ config(" + BASE + ", run_pretrain=false) }} select * from {{ ref('users') }}",
+    "case4.sql": "{{ config(" + BASE + ", run_pretrain=false, pretrained_model='autoencoder') }}\n"
+                 "-- depends_on: {{ ref('autoencoder') }}\nselect * from {{ ref('users') }}",
+    "dec_model.sql": "{{ config(" + BASE.replace("materialized='cluster'", "materialized='ml_train'") + ") }}"
+                     " select * from {{ ref('users') }}",
+    "dec_scored.sql": "{{ config(materialized='ml_predict', model='dec_model', output_probabilities=true) }}\n"
+                      "-- depends_on: {{ ref('dec_model') }}\nselect * from {{ ref('users') }}",
+    "group_means.sql": "select cluster_id, avg(m1) as m1, avg(m10) as m10, count(*) as n from {{ ref('case1') }} group by 1",
+}
+
+
+class TestDeepEmbeddedClustering:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"users.csv": behaviour_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return MODELS
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        results, output = run_dbt_and_capture(["run", "--threads", "3"])
+        assert len(results) == len(MODELS)
+        return output
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    @pytest.mark.parametrize("case", ["case1", "case2", "case3", "case4"])
+    def test_every_case_assigns_every_row(self, project, case):
+        rows = self.rows(project, f"select count(*), count(distinct cluster_id), min(cluster_probability), "
+                                  f"max(cluster_probability) from {{s}}.{case}")
+        count, clusters, low, high = rows[0]
+        assert count == 1200 and 1 < clusters <= 5 and 0 < low <= high <= 1
+
+    def test_outputs_of_case1(self, project):
+        rows = self.rows(project, "select cluster_probability, probability_0 + probability_1 + probability_2 "
+                                  "+ probability_3 + probability_4, greatest(probability_0, probability_1, "
+                                  "probability_2, probability_3, probability_4), embedding_0, embedding_2 "
+                                  "from {s}.case1")
+        for p, total, top, e0, e2 in rows:
+            assert total == pytest.approx(1.0, abs=1e-5) and p == pytest.approx(top, abs=1e-9)
+        centroids = self.rows(project, "select count(*), count(distinct feature) from {s}.case1__centroids")
+        assert centroids == [(15, 3)]
+        profile = self.rows(project, "select sum(size), count(*) from {s}.case1__profile")
+        assert profile[0][0] == 1200
+        means = dict((r[0], r[1]) for r in self.rows(project, "select cluster_id, m1 from {s}.group_means"))
+        profile_means = dict(self.rows(project, "select cluster_id, m1 from {s}.case1__profile"))
+        for cluster_id, value in means.items():
+            assert profile_means[cluster_id] == pytest.approx(float(value), abs=1e-9)
+
+    def test_pretrained_encoder_is_reused_exactly(self, project):
+        info = dict(self.rows(project, "select model_name, training_info from {s}.sqlflow_models "
+                                       "where model_name in ('case1', 'case2', 'case3', 'case4')"))
+        ae = self.rows(project, "select sum(abs(value)) from {s}.autoencoder "
+                                "where tensor like 'encoder_%' or tensor like 'embedding/%'")[0][0]
+        assert info["case2"]["start_encoder_abs_sum"] == pytest.approx(ae, rel=1e-6)
+        assert info["case4"]["start_encoder_abs_sum"] == pytest.approx(ae, rel=1e-6)
+        assert info["case3"]["start_encoder_abs_sum"] != pytest.approx(ae, rel=1e-3)
+        assert info["case2"]["pretrain_loss"] and not info["case4"]["pretrain_loss"]
+        assert info["case4"]["label_change"] and info["case1"]["pretrain_loss"]
+
+    def test_ml_train_weights_and_prediction(self, project):
+        tensors = {r[0] for r in self.rows(project, "select distinct tensor from {s}.dec_model")}
+        assert {"encoder_0/kernel", "embedding/kernel", "clustering/centers"} <= tensors
+        scored = self.rows(project, "select s.cluster_id, c.cluster_id, s.model_version from {s}.dec_scored s "
+                                    "join {s}.case1 c using (user_id)")
+        # the same options and seed: ml_train and the cluster node learn the same model
+        assert len(scored) == 1200 and all(a == b for a, b, _ in scored) and {v for _, _, v in scored} == {1}
+
+
+class TestDecErrors:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"users.csv": behaviour_csv(n=200)}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "km.sql": "{{ config(materialized='ml_train', model_type='kmeans', n_clusters=3, exclude=['planted_group']) }}"
+                      " select * from {{ ref('users') }}",
+            "bad.sql": "{{ config(" + BASE + ", pretrained_model='km') }}\n-- depends_on: {{ ref('km') }}\n"
+                       "select * from {{ ref('users') }}",
+        }
+
+    def test_pretrained_model_of_the_wrong_type(self, project):
+        run_dbt(["seed"])
+        _, output = run_dbt_and_capture(["run"], expect_pass=False)
+        assert "pretrained_model 'km' is a kmeans model; it must be an ml_train model of type autoencoder or dec" in output
