@@ -40,6 +40,10 @@ def test_dbt_build_of_the_integration_project(tmp_path):
             scored, low, high = cur.fetchone()
             cur.execute("select regr_r2(predicted_progression, progression) from analytics.diabetes_predictions")
             diabetes_r2 = cur.fetchone()[0]
+            cur.execute("select planted_group, cluster_id from analytics.user_groups")
+            groups = cur.fetchall()
+            cur.execute("select count(*), sum(users) from analytics.user_group_means")
+            group_means = cur.fetchone()
         conn.close()
         assert customers == 12 and orders == 60
         assert segmented == (20000, 4)
@@ -47,5 +51,9 @@ def test_dbt_build_of_the_integration_project(tmp_path):
         assert sweep == (7, 1)
         assert churn_auc > 0.65 and scored > 15000 and 0 < low < high < 1
         assert diabetes_r2 > 0.5
+        from sklearn.metrics import adjusted_rand_score
+
+        assert adjusted_rand_score([g[0] for g in groups], [g[1] for g in groups]) > 0.9
+        assert group_means == (5, 5000)
     finally:
         embedded.stop(data)
