@@ -6,6 +6,7 @@ Student's t similarity of each embedding to each centre (alpha = 1) and P = Q^2 
 renormalised, is recomputed every `update_interval` batches. Training stops when fewer than `tol` of
 the labels change between two updates, or after `max_iter` batches.
 """
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -107,6 +108,7 @@ def fit(X: np.ndarray, k: int, options: Dict, pretrained: Optional[bytes] = None
             history = keras_models.fit(keras, autoencoder, X.astype(np.float32), X.astype(np.float32), "mse",
                                        pretrain)
             info["pretrain_loss"] = history.loss
+            info["pretrain_epoch_seconds"] = history.epoch_seconds
         encoder = keras.Model(autoencoder.inputs, autoencoder.get_layer("embedding").output)
         z = np.asarray(encoder(X.astype(np.float32), training=False), np.float64)
         init = KMeans(k, n_init=options.get("n_init", 20), random_state=seed).fit(z)
@@ -120,10 +122,12 @@ def fit(X: np.ndarray, k: int, options: Dict, pretrained: Optional[bytes] = None
 
 
 def _train_clusters(model, X: np.ndarray, options: Dict, info: Dict, labels: np.ndarray) -> None:
-    size, interval, tol = options["batch_size"], options["update_interval"], options.get("tol") or 0.001
+    size, interval = options["batch_size"], options["update_interval"]
+    tol = 0.001 if options.get("tol") is None else options["tol"]
     max_iter = options.get("max_iter") or options["epochs"] * int(np.ceil(len(X) / size))
     rng = np.random.default_rng(options.get("seed", 0))
     order, position, p = rng.permutation(len(X)), 0, None
+    started = time.perf_counter()
     for iteration in range(max_iter):
         if iteration % interval == 0:
             q = np.asarray(model(X, training=False), np.float64)
@@ -135,9 +139,10 @@ def _train_clusters(model, X: np.ndarray, options: Dict, info: Dict, labels: np.
             keras_models.log.info(f"DEC iteration {iteration}: {change:.4f} of labels changed")
             if iteration > 0 and change < tol:
                 break
+        if position + size > len(X) and position > 0:  # whole batches only: a short one would retrace
+            order, position = rng.permutation(len(X)), 0
         pick = order[position:position + size]
         position += size
-        if position >= len(X):
-            order, position = rng.permutation(len(X)), 0
         info["loss"].append(float(model.train_on_batch(X[pick], p[pick])))
     info["iterations"] = len(info["loss"])
+    info["clustering_seconds"] = time.perf_counter() - started
