@@ -92,6 +92,19 @@ def _pretrained(conn, registry_table: str, options: Dict, sample: Frame) -> Opti
     return version
 
 
+def _encoder_for(encoder: FeatureEncoder, features: List[str]):
+    """frame -> matrix, remembering the last frame: in memory the one frame is fitted, scored and
+    written, and is encoded once, not three times."""
+    last: Dict = {}
+
+    def encode(frame: Frame) -> np.ndarray:
+        if last.get("frame") is not frame:
+            last["frame"], last["X"] = frame, encoder.transform(inputs.raw_columns(frame, features))
+        return last["X"]
+
+    return encode
+
+
 class Source:
     """The SELECT's rows: one in-memory frame, or (scalable) batches of a BatchReader."""
 
@@ -280,7 +293,7 @@ def _train(conn, source: Source, sql, options, targets, model_name, materializat
         if kept:
             log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
             return Outcome(source.n_rows, 0, kept, f"{verb} unchanged, v{kept} kept", unchanged=True)
-    encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
+    encode = _encoder_for(encoder, roles.features)
     model, sweep = _fit(source, encode, options, pretrained)
     metrics = _metrics(model, source, encode, options["seed"])
     log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
