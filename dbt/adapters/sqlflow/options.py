@@ -102,7 +102,8 @@ TRAIN = [
     Option("class_weight", None, lambda v: v is None or v == "balanced" or isinstance(v, dict),
            "'balanced' or a map of class to weight", CLASSIFIERS),
     Option("label", None, lambda v: isinstance(v, str) and v != "", "the name of the target column", SUPERVISED),
-    Option("memory_budget_mb", 1024, lambda v: _is_number(v, 0), "megabytes >= 0 (0 = always stream)", KERAS_TYPES),
+    Option("memory_budget_mb", 1024, lambda v: _is_number(v, 0), "megabytes >= 0 (0 = always stream)",
+           KERAS_TYPES + DEC),
     Option("n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)),
     Option("hidden_units", [64, 32], _units, "a list of layer sizes, e.g. [64, 32]", ("dnn_regressor", "dnn_classifier")),
     Option("dropout", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", ("dnn_regressor", "dnn_classifier")),
@@ -139,7 +140,8 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
     if model_type == "dec":
-        shared = [o for o in TRAIN if o.name in ("learning_rate", "epochs", "batch_size", "activation", "encode_units")]
+        shared = [o for o in TRAIN if o.name in ("learning_rate", "epochs", "batch_size", "activation", "encode_units",
+                                                 "memory_budget_mb")]
         return COMMON + CLUSTER + shared + DEC_OPTIONS
     return COMMON + CLUSTER
 

@@ -46,10 +46,14 @@ def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[regis
         raise inputs.InputError("n_clusters=0 is not available for model_type 'dec' yet; give n_clusters.")
     if pretrained is not None and options.get("encode_units") != TYPE_DEFAULT_UNITS:
         log.warning(f"encode_units is ignored: the encoder of '{pretrained.model_name}' sets the layers")
-    X = encode(source.first)
-    if options["n_clusters"] > len(X):
-        raise clustering.ClusteringError(f"n_clusters={options['n_clusters']} is larger than the {len(X)} input rows.")
-    return dec.fit(X, options["n_clusters"], options, pretrained.artifact if pretrained else None), []
+    if options["n_clusters"] > source.n_rows:
+        raise clustering.ClusteringError(f"n_clusters={options['n_clusters']} is larger than the {source.n_rows} "
+                                         f"input rows.")
+    data = dec.Batches(lambda: (encode(f) for f in source.batches()), source.n_rows) if source.streamed \
+        else encode(source.first)
+    if source.streamed:
+        log.info(f"the input is over memory_budget_mb: DEC reads it in batches of {options['sample_size']} rows")
+    return dec.fit(data, options["n_clusters"], options, pretrained.artifact if pretrained else None), []
 
 
 def _fit(source: "Source", encode, options: Dict, pretrained=None):
@@ -106,10 +110,12 @@ def _encoder_for(encoder: FeatureEncoder, features: List[str]):
 
 
 class Source:
-    """The SELECT's rows: one in-memory frame, or (scalable) batches of a BatchReader."""
+    """The SELECT's rows: one in-memory frame, or batches of a BatchReader (k-means and EM with
+    scalable=true; DEC when the planner's estimate of the input is over memory_budget_mb)."""
 
     def __init__(self, conn, sql: str, options: Dict):
-        self.streamed = bool(options.get("scalable"))
+        self.streamed = bool(options.get("scalable")) or (
+            options["model_type"] == "dec" and inputs.should_stream(conn, sql, options))
         if self.streamed:
             self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
             self.n_rows = self.reader.n_rows

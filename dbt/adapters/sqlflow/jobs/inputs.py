@@ -1,4 +1,5 @@
-"""Column roles of an ML node's input: key, features, label, predict-only, excluded."""
+"""An ML node's input: column roles (key, features, label, predict-only, excluded), its fingerprint,
+and whether it fits the memory budget."""
 import hashlib
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
@@ -67,3 +68,16 @@ class Fingerprint:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+def estimated_bytes(conn, sql: str) -> float:
+    """The planner's estimate of the SELECT's size (rows x width): no rows are read to decide."""
+    with conn.cursor() as cur:
+        cur.execute(f"explain (format json) select * from (\n{sql.strip().rstrip(';')}\n) as __sqlflow_q")
+        plan = cur.fetchone()[0][0]["Plan"]
+    return float(plan["Plan Rows"]) * max(float(plan["Plan Width"]), 8.0)
+
+
+def should_stream(conn, sql: str, options: Dict) -> bool:
+    budget = options.get("memory_budget_mb", 1024)
+    return budget == 0 or estimated_bytes(conn, sql) > budget * 2 ** 20

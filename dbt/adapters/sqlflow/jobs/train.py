@@ -141,7 +141,7 @@ def _unchanged(conn, options, relation_exists, registry_table, model_name, sql, 
 
 def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
         registry_schema: str, relation: str, invocation_id: Optional[str], relation_exists: bool = False) -> Outcome:
-    if should_stream(conn, sql, options):
+    if inputs.should_stream(conn, sql, options):
         return run_streaming(conn, sql, options, target_relation, model_name, registry_table, registry_schema,
                              relation, invocation_id, relation_exists)
     frame = read_frame(conn, sql)
@@ -200,19 +200,6 @@ def _register_and_write(conn, model, encoder, options, kinds, sample: Frame, met
 # ---------------------------------------------------------------- inputs larger than the memory budget
 
 METRIC_ROWS = 500_000  # metrics of a streamed fit come from the first rows of each side, up to this many
-
-
-def estimated_bytes(conn, sql: str) -> float:
-    """The planner's estimate of the SELECT's size (rows x width): no rows are read to decide."""
-    with conn.cursor() as cur:
-        cur.execute(f"explain (format json) select * from (\n{sql.strip().rstrip(';')}\n) as __sqlflow_q")
-        plan = cur.fetchone()[0][0]["Plan"]
-    return float(plan["Plan Rows"]) * max(float(plan["Plan Width"]), 8.0)
-
-
-def should_stream(conn, sql: str, options: Dict) -> bool:
-    budget = options.get("memory_budget_mb", 1024)
-    return budget == 0 or estimated_bytes(conn, sql) > budget * 2 ** 20
 
 
 class _Stream:

@@ -8,7 +8,7 @@ the labels change between two updates, or after `max_iter` batches.
 """
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -44,9 +44,34 @@ def clustering_layer(keras):
     return _CLUSTERING_LAYER
 
 
-def target_distribution(q: np.ndarray) -> np.ndarray:
-    weight = q ** 2 / q.sum(axis=0)
+def target_distribution(q: np.ndarray, frequency: Optional[np.ndarray] = None) -> np.ndarray:
+    """P = q^2 / f, normalised per row; f, the soft cluster frequency, sums q over every row (passed
+    in when q is one batch of many)."""
+    weight = q ** 2 / (q.sum(axis=0) if frequency is None else frequency)
     return weight / weight.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Batches:
+    """Rows over the memory budget: `read()` iterates the encoded rows a batch at a time, the same rows
+    in the same order on every call (one call per pass)."""
+
+    read: Callable[[], Iterable[np.ndarray]]
+    n_rows: int
+
+    def minibatches(self, size: int, rng) -> Iterator[np.ndarray]:
+        """Endless minibatches of exactly `size` rows, shuffled within each batch read; a batch's
+        remainder carries into the next, so every step has one shape (Keras does not retrace)."""
+        carry = None
+        while True:
+            for X in self.read():
+                X = X[rng.permutation(len(X))]
+                if carry is not None and len(carry):
+                    X = np.vstack([carry, X])
+                whole = len(X) - len(X) % size
+                for start in range(0, whole, size):
+                    yield X[start:start + size].astype(np.float32)
+                carry = X[whole:]
 
 
 @dataclass
@@ -67,7 +92,7 @@ class DecModel:
             clustering_layer(keras)
             networks.factorization_machine_layer(keras)
             model = keras_models.from_bytes(keras, self.artifact)
-            encoder = keras.Model(model.inputs, model.get_layer("embedding").output)
+            encoder = keras.Model(model.input, model.get_layer("embedding").output)
             return (np.asarray(encoder(X.astype(np.float32), training=False), np.float64),
                     np.asarray(model(X.astype(np.float32), training=False), np.float64))
 
@@ -86,63 +111,137 @@ def _encoder_layers(model) -> List[str]:
     return [n for n in names if n.startswith("encoder_")] + ["embedding"]
 
 
-def fit(X: np.ndarray, k: int, options: Dict, pretrained: Optional[bytes] = None) -> DecModel:
-    """The four SQLFlow cases: pretrain or not, from a pretrained autoencoder/DEC model's encoder or not."""
-    from sklearn.cluster import KMeans
-
+def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Optional[bytes] = None) -> DecModel:
+    """The four SQLFlow cases: pretrain or not, from a pretrained autoencoder/DEC model's encoder or not.
+    `data` is the encoded rows, in memory or as Batches read once per pass."""
     seed = options.get("seed", 0)
-    info: Dict = {"pretrain_loss": [], "loss": [], "label_change": []}
+    rows = data if isinstance(data, Batches) else None
+    n_inputs = next(iter(rows.read())).shape[1] if rows else data.shape[1]
+    info: Dict = {"pretrain_loss": [], "loss": [], "label_change": [], "streamed": rows is not None}
     with keras_models.tensorflow_session(seed) as keras:
         clustering_layer(keras)
-        source = keras_models.from_bytes(keras, pretrained) if pretrained else None
-        units = [source.get_layer(n).units for n in _encoder_layers(source)] if source else options["encode_units"]
-        autoencoder = networks.build_autoencoder(keras, X.shape[1], {**options, "encode_units": units})
-        if source is not None:
-            for name in _encoder_layers(source):
-                autoencoder.get_layer(name).set_weights(source.get_layer(name).get_weights())
-        # a fingerprint of the encoder it starts from: equal to the pretrained model's when one is reused
-        info["start_encoder_abs_sum"] = float(sum(np.abs(w).sum() for name in _encoder_layers(autoencoder)
-                                                  for w in autoencoder.get_layer(name).get_weights()))
+        autoencoder = _starting_autoencoder(keras, n_inputs, options, pretrained, info)
         if options.get("run_pretrain", True):
-            pretrain = {"optimizer": "adam", **options, "epochs": options["pretrain_epochs"], "early_stopping": 0}
-            history = keras_models.fit(keras, autoencoder, X.astype(np.float32), X.astype(np.float32), "mse",
-                                       pretrain)
-            info["pretrain_loss"] = history.loss
-            info["pretrain_epoch_seconds"] = history.epoch_seconds
-        encoder = keras.Model(autoencoder.inputs, autoencoder.get_layer("embedding").output)
-        z = np.asarray(encoder(X.astype(np.float32), training=False), np.float64)
-        init = KMeans(k, n_init=options.get("n_init", 20), random_state=seed).fit(z)
-        q_layer = clustering_layer(keras)(k, name="clustering")
-        model = keras.Model(encoder.inputs, q_layer(encoder.outputs[0]))
-        model.get_layer("clustering").set_weights([init.cluster_centers_.astype(np.float32)])
+            _pretrain(keras, autoencoder, data, options, info)
+        encoder = keras.Model(autoencoder.input, autoencoder.get_layer("embedding").output)
+        centers, labels = _initial_centres(encoder, data, k, options)
+        model = keras.Model(encoder.input, clustering_layer(keras)(k, name="clustering")(encoder.output))
+        model.get_layer("clustering").set_weights([centers.astype(np.float32)])
         model.compile(optimizer=keras.optimizers.Adam(options["learning_rate"]), loss="kld")
-        _train_clusters(model, X.astype(np.float32), options, info, init.labels_)
+        targets = _StreamedTargets(keras, model, rows, options) if rows else _InMemoryTargets(model, data, options)
+        _train_clusters(model, targets, options, info, labels)
         centers = np.asarray(model.get_layer("clustering").get_weights()[0], np.float64)
         return DecModel(keras_models.to_bytes(model), centers, networks.layer_weights(model), info)
 
 
-def _train_clusters(model, X: np.ndarray, options: Dict, info: Dict, labels: np.ndarray) -> None:
-    size, interval = options["batch_size"], options["update_interval"]
+def _starting_autoencoder(keras, n_inputs: int, options: Dict, pretrained: Optional[bytes], info: Dict):
+    """A new autoencoder of encode_units, or one shaped as the pretrained model's encoder and holding its weights."""
+    source = keras_models.from_bytes(keras, pretrained) if pretrained else None
+    units = [source.get_layer(n).units for n in _encoder_layers(source)] if source else options["encode_units"]
+    autoencoder = networks.build_autoencoder(keras, n_inputs, {**options, "encode_units": units})
+    if source is not None:
+        for name in _encoder_layers(source):
+            autoencoder.get_layer(name).set_weights(source.get_layer(name).get_weights())
+    # a fingerprint of the encoder it starts from: equal to the pretrained model's when one is reused
+    info["start_encoder_abs_sum"] = float(sum(np.abs(w).sum() for name in _encoder_layers(autoencoder)
+                                              for w in autoencoder.get_layer(name).get_weights()))
+    return autoencoder
+
+
+def _pretrain(keras, autoencoder, data, options: Dict, info: Dict) -> None:
+    settings = {"optimizer": "adam", **options, "epochs": options["pretrain_epochs"], "early_stopping": 0}
+    if isinstance(data, Batches):
+        size = min(options["batch_size"], data.n_rows)
+        pairs = ((X, X) for X in data.minibatches(size, np.random.default_rng(options.get("seed", 0))))
+        history = keras_models.fit_stream(keras, autoencoder, pairs, max(data.n_rows // size, 1), "mse", settings)
+    else:
+        X = data.astype(np.float32)
+        history = keras_models.fit(keras, autoencoder, X, X, "mse", settings)
+    info["pretrain_loss"] = history.loss
+    info["pretrain_epoch_seconds"] = history.epoch_seconds
+
+
+def _initial_centres(encoder, data, k: int, options: Dict):
+    """k-means on the embeddings (mini-batch k-means, one batch at a time, over the memory budget)."""
+    from dbt.adapters.sqlflow.ml import clustering
+
+    seed, n_init = options.get("seed", 0), options.get("n_init", 20)
+    if isinstance(data, Batches):
+        model = clustering.fit_streaming(lambda: (keras_models.predict(encoder, X) for X in data.read()),
+                                         "kmeans", k, seed, n_init=n_init)
+        return model.centers, None
+    from sklearn.cluster import KMeans
+
+    init = KMeans(k, n_init=n_init, random_state=seed).fit(keras_models.predict(encoder, data))
+    return init.cluster_centers_, init.labels_
+
+
+class _InMemoryTargets:
+    """P for every row, recomputed at each update; minibatches drawn from one shuffled order."""
+
+    def __init__(self, model, X: np.ndarray, options: Dict):
+        self.model, self.X, self.n_rows = model, X.astype(np.float32), len(X)
+        self.size = options["batch_size"]
+        self.rng = np.random.default_rng(options.get("seed", 0))
+        self.order, self.position, self.p = self.rng.permutation(len(X)), 0, None
+
+    def update(self) -> np.ndarray:
+        q = keras_models.predict(self.model, self.X)
+        self.p = target_distribution(q)
+        return q.argmax(axis=1)
+
+    def next_batch(self):
+        if self.position + self.size > self.n_rows and self.position > 0:  # whole batches only: no retracing
+            self.order, self.position = self.rng.permutation(self.n_rows), 0
+        pick = self.order[self.position:self.position + self.size]
+        self.position += self.size
+        return self.X[pick], self.p[pick]
+
+
+class _StreamedTargets:
+    """Over the memory budget P is not stored: an update passes over the rows for the labels and the
+    cluster frequency f and snapshots the model; each minibatch's P is then computed from the snapshot,
+    which gives the rows of the P the in-memory loop holds."""
+
+    def __init__(self, keras, model, rows: Batches, options: Dict):
+        self.model, self.rows = model, rows
+        self.frozen = keras.models.clone_model(model)
+        self.size = min(options["batch_size"], rows.n_rows)
+        self.n_rows = rows.n_rows
+        self.stream = rows.minibatches(self.size, np.random.default_rng(options.get("seed", 0)))
+        self.frequency = None
+
+    def update(self) -> np.ndarray:
+        labels, frequency = [], 0.0
+        for X in self.rows.read():
+            q = keras_models.predict(self.model, X)
+            frequency = frequency + q.sum(axis=0)
+            labels.append(q.argmax(axis=1).astype(np.int32))
+        self.frequency = frequency
+        self.frozen.set_weights(self.model.get_weights())
+        return np.concatenate(labels)
+
+    def next_batch(self):
+        X = next(self.stream)
+        return X, target_distribution(keras_models.predict(self.frozen, X), self.frequency)
+
+
+def _train_clusters(model, targets, options: Dict, info: Dict, labels: Optional[np.ndarray]) -> None:
+    interval = options["update_interval"]
     tol = 0.001 if options.get("tol") is None else options["tol"]
-    max_iter = options.get("max_iter") or options["epochs"] * int(np.ceil(len(X) / size))
-    rng = np.random.default_rng(options.get("seed", 0))
-    order, position, p = rng.permutation(len(X)), 0, None
+    max_iter = options.get("max_iter") or options["epochs"] * int(np.ceil(targets.n_rows / targets.size))
     started = time.perf_counter()
     for iteration in range(max_iter):
         if iteration % interval == 0:
-            q = np.asarray(model(X, training=False), np.float64)
-            p = target_distribution(q)
-            new = q.argmax(axis=1)
-            change = float((new != labels).mean())
+            new = targets.update()
+            if labels is not None:
+                change = float((new != labels).mean())
+                info["label_change"].append(change)
+                keras_models.log.info(f"DEC iteration {iteration}: {change:.4f} of labels changed")
+                if iteration > 0 and change < tol:
+                    break
             labels = new
-            info["label_change"].append(change)
-            keras_models.log.info(f"DEC iteration {iteration}: {change:.4f} of labels changed")
-            if iteration > 0 and change < tol:
-                break
-        if position + size > len(X) and position > 0:  # whole batches only: a short one would retrace
-            order, position = rng.permutation(len(X)), 0
-        pick = order[position:position + size]
-        position += size
-        info["loss"].append(float(model.train_on_batch(X[pick], p[pick])))
+        X, p = targets.next_batch()
+        info["loss"].append(float(model.train_on_batch(X, p)))
     info["iterations"] = len(info["loss"])
     info["clustering_seconds"] = time.perf_counter() - started
