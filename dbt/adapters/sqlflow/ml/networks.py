@@ -93,5 +93,5 @@ def layer_weights(model) -> List[tuple]:
 
 
 def embed(keras, model, X: np.ndarray) -> np.ndarray:
-    encoder = keras.Model(model.inputs, model.get_layer("embedding").output)
+    encoder = keras.Model(model.input, model.get_layer("embedding").output)
     return np.asarray(encoder(X.astype(np.float32), training=False), np.float64)
