@@ -1,12 +1,14 @@
 """Deep embedded clustering: the adapter's training against a hand-written Keras DEC loop.
 
-    python bench/dec.py [--rows 100000] [--pretrain-epochs 3] [--iterations 420]
+    python bench/dec.py [--rows 100000] [--pretrain-epochs 3] [--iterations 420] [--memory-rows 2000000]
 
 One embedded PostgreSQL, one run: (a) `dbt run` of a `cluster` model with model_type='dec'
 (encode_units [100, 7], k=5) on rows x 10 float8; its seconds per pretraining epoch and per clustering
 iteration come from the registry; (b) the loop of SQLFlow's design in plain Keras on the same rows
 already in memory as a standardized numpy array: autoencoder fit, k-means on the embeddings, then
-train_on_batch with the target distribution recomputed every update_interval batches.
+train_on_batch with the target distribution recomputed every update_interval batches; (c) as (a) but
+read in batches (memory_budget_mb=0, sample_size 50,000). Then the peak RSS of (a) and (c), each a
+whole `dbt run` process, at --memory-rows rows: batched reading should hold it flat.
 """
 import argparse
 import datetime as dt
@@ -15,7 +17,7 @@ import time
 
 import psycopg2
 
-from common import machine, run_child, temporary_server, write_project
+from common import machine, peak_rss_mb, run_child, temporary_server, write_project
 
 N_FEATURES, K, UNITS, BATCH, INTERVAL = 10, 5, [100, 7], 256, 140
 
@@ -64,14 +66,14 @@ def child_keras(dsn, pretrain_epochs, iterations):
 CHILDREN = {"dbt": child_dbt, "keras": child_keras}
 
 
-def make_users(dsn, rows):
+def make_users(dsn, rows, table="users"):
     features = ", ".join(f"(u % {K}) * {(i * 7) % 5 + 1} * cos({i} * 0.6 * (u % {K})) + (random() - 0.5) * 2 as m{i}"
                          for i in range(1, N_FEATURES + 1))
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("select setseed(0.75)")
-        cur.execute(f"create table users as select u as user_id, {features} from generate_series(1, {rows}) u")
+        cur.execute(f"create table {table} as select u as user_id, {features} from generate_series(1, {rows}) u")
     conn.close()
 
 
@@ -80,21 +82,32 @@ def main():
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=3 * INTERVAL)
+    parser.add_argument("--memory-rows", type=int, default=2_000_000)
     args = parser.parse_args()
-    model = ("{{ config(materialized='cluster', model_type='dec', n_clusters=" + str(K) + ", key='user_id', "
-             f"encode_units={UNITS}, pretrain_epochs={args.pretrain_epochs}, batch_size={BATCH}, "
-             f"update_interval={INTERVAL}, max_iter={args.iterations}, tol=0, seed=0) }}}}\n"
-             "select * from public.users")
+
+    def model(table, extra=""):
+        return ("{{ config(materialized='cluster', model_type='dec', n_clusters=" + str(K) + ", key='user_id', "
+                f"encode_units={UNITS}, pretrain_epochs={args.pretrain_epochs}, batch_size={BATCH}, "
+                f"update_interval={INTERVAL}, max_iter={args.iterations}, tol=0, seed=0{extra}) }}}}\n"
+                f"select * from public.{table}")
+
+    batched = ", memory_budget_mb=0, sample_size=50000"
+    models = {"groups": model("users"), "groups_batched": model("users", batched),
+              "big": model("users_big"), "big_batched": model("users_big", batched)}
     with temporary_server() as (data_path, dsn):
         make_users(dsn, args.rows)
-        project = write_project(os.path.dirname(data_path), data_path, {"groups": model})
+        project = write_project(os.path.dirname(data_path), data_path, models)
         total, _ = run_child("dec", "dbt", project, "groups")
         _, out = run_child("dec", "keras", dsn, str(args.pretrain_epochs), str(args.iterations))
+        run_child("dec", "dbt", project, "groups_batched")
+        make_users(dsn, args.memory_rows, "users_big")  # after the timings: its load would compete with them
+        memory = {name: run_child("dec", "dbt", project, name) for name in ("big", "big_batched")}
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute("select training_info from sqlflow_models where model_name = 'groups'")
-            info = cur.fetchone()[0]
+            cur.execute("select model_name, training_info from sqlflow_models")
+            infos = dict(cur.fetchall())
             cur.execute("show server_version")
             server = cur.fetchone()[0]
+    info, batched_info = infos["groups"], infos["groups_batched"]
     keras_epochs = [float(v) for v in out.split("EPOCHS", 1)[1].splitlines()[0].split()]
     keras_iteration = float(out.split("ITERATION", 1)[1].split()[0])
     ours_epochs = info["pretrain_epoch_seconds"]
@@ -107,8 +120,16 @@ def main():
     print("|---|---:|---:|")
     print(f"| (a) `cluster` with `model_type='dec'` | {median(ours_epochs):.2f} | {ours_iteration * 1000:.1f} |")
     print(f"| (b) hand-written Keras DEC loop | {median(keras_epochs):.2f} | {keras_iteration * 1000:.1f} |")
+    batched_iteration = batched_info["clustering_seconds"] / batched_info["iterations"]
+    print(f"| (c) as (a), read in batches of 50,000 rows | {median(batched_info['pretrain_epoch_seconds']):.2f} | "
+          f"{batched_iteration * 1000:.1f} |")
     print(f"\n- pretraining epoch (a)/(b) = **{median(ours_epochs) / median(keras_epochs):.2f}x**, "
           f"clustering iteration (a)/(b) = **{ours_iteration / keras_iteration:.2f}x** (goal <= 1.2)")
+    print(f"\n| {args.memory_rows:,} rows | seconds (whole `dbt run`) | peak RSS (MB) |")
+    print("|---|---:|---:|")
+    for name, label in (("big", "in memory"), ("big_batched", "read in batches (memory_budget_mb=0)")):
+        seconds, stdout = memory[name]
+        print(f"| {label} | {seconds:.1f} | {peak_rss_mb(stdout):.0f} |")
 
 
 if __name__ == "__main__":

@@ -140,12 +140,27 @@ class TestDecErrors:
                       " select * from {{ ref('users') }}",
             "bad.sql": "{{ config(" + BASE + ", pretrained_model='km') }}\n-- depends_on: {{ ref('km') }}\n"
                        "select * from {{ ref('users') }}",
+            "ae.sql": MODELS["autoencoder.sql"],
+            "fewer_columns.sql": "{{ config(" + BASE + ", pretrained_model='ae') }}\n-- depends_on: {{ ref('ae') }}\n"
+                                 "select user_id, planted_group, m1, m2, m3 from {{ ref('users') }}",
+            "missing.sql": "{{ config(" + BASE + ", pretrained_model='never_trained') }} select * from {{ ref('users') }}",
         }
 
     def test_pretrained_model_of_the_wrong_type(self, project):
         run_dbt(["seed"])
         _, output = run_dbt_and_capture(["run"], expect_pass=False)
         assert "pretrained_model 'km' is a kmeans model; it must be an ml_train model of type autoencoder or dec" in output
+        assert "pretrained_model 'ae' was trained on 'm4', 'm5'" in output
+        assert "which the SELECT does not return: its encoder needs the same columns" in output
+        # no registry yet, or a registry without it (the models run in parallel): either says how to fix it
+        assert "train 'never_trained' first (dbt run -s never_trained)" in output or \
+            "model 'never_trained' is not in the registry" in output
+        results = {r.node.name: r.status for r in run_dbt(["run", "-s", "fewer_columns", "missing"], expect_pass=False)}
+        assert set(results.values()) == {"error"}
+        tables = {r[0] for r in project.run_sql(
+            f"select table_name from information_schema.tables where table_schema = '{project.test_schema}'",
+            fetch="all")}
+        assert not tables & {"fewer_columns", "missing", "bad"}  # nothing half-written
 
 
 HELIX = ("n_clusters=5, key='row_id', predict_only=['planted_group'], encode_units=[64, 64, 2], "

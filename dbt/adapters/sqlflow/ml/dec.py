@@ -223,7 +223,8 @@ class _StreamedTargets:
 
     def next_batch(self):
         X = next(self.stream)
-        return X, target_distribution(keras_models.predict(self.frozen, X), self.frequency)
+        q = np.asarray(self.frozen.predict_on_batch(X), np.float64)  # compiled once: an eager call costs more
+        return X, target_distribution(q, self.frequency)
 
 
 def _train_clusters(model, targets, options: Dict, info: Dict, labels: Optional[np.ndarray]) -> None:
