@@ -49,6 +49,8 @@ MODELS = {
                       "-- depends_on: {{ ref('dec_model') }}\nselect * from {{ ref('users') }}",
     # over the memory budget: read in batches of 400 rows for pretraining, initialisation and clustering
     "streamed.sql": "{{ config(" + BASE + ", memory_budget_mb=0, sample_size=400) }} select * from {{ ref('users') }}",
+    "auto_k.sql": "{{ config(" + BASE.replace("n_clusters=5", "n_clusters=0, k_range=[2, 7]") + ") }}"
+                  " select * from {{ ref('users') }}",
     "group_means.sql": "select cluster_id, avg(m1) as m1, avg(m10) as m10, count(*) as n from {{ ref('case1') }} group by 1",
 }
 
@@ -118,6 +120,16 @@ class TestDeepEmbeddedClustering:
         scores = [adjusted_rand_score([r[0] for r in rows], [r[1] for r in rows]) for rows in (streamed, in_memory)]
         # the short training of BASE: what matters is that batches cost no quality
         assert scores[0] > 0.5 and scores[0] >= scores[1] - 0.1, scores
+
+    def test_n_clusters_0_chooses_k_on_the_embeddings(self, project):
+        info = self.rows(project, "select training_info from {s}.sqlflow_models where model_name = 'auto_k'")[0][0]
+        sweep = info["k_sweep"]
+        assert [r["k"] for r in sweep] == [2, 3, 4, 5, 6, 7] and sum(r["chosen"] for r in sweep) == 1
+        chosen = next(r["k"] for r in sweep if r["chosen"])
+        centroids, clusters = self.rows(project, "select (select count(distinct cluster_id) from {s}.auto_k__centroids), "
+                                                 "(select count(distinct cluster_id) from {s}.auto_k)")[0]
+        assert centroids == chosen and 1 < clusters <= chosen
+        assert all(r["inertia"] > 0 and -1 <= r["silhouette"] <= 1 for r in sweep)
 
     def test_ml_train_weights_and_prediction(self, project):
         tensors = {r[0] for r in self.rows(project, "select distinct tensor from {s}.dec_model")}

@@ -42,8 +42,6 @@ def _fit_options(options: Dict) -> Dict:
 def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[registry.ModelVersion]):
     from dbt.adapters.sqlflow.ml import dec
 
-    if options["n_clusters"] == 0:
-        raise inputs.InputError("n_clusters=0 is not available for model_type 'dec' yet; give n_clusters.")
     if pretrained is not None and options.get("encode_units") != TYPE_DEFAULT_UNITS:
         log.warning(f"encode_units is ignored: the encoder of '{pretrained.model_name}' sets the layers")
     if options["n_clusters"] > source.n_rows:
@@ -53,7 +51,8 @@ def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[regis
         else encode(source.first)
     if source.streamed:
         log.info(f"the input is over memory_budget_mb: DEC reads it in batches of {options['sample_size']} rows")
-    return dec.fit(data, options["n_clusters"], options, pretrained.artifact if pretrained else None), []
+    model = dec.fit(data, options["n_clusters"], options, pretrained.artifact if pretrained else None)
+    return model, model.info.pop("k_sweep", [])
 
 
 def _fit(source: "Source", encode, options: Dict, pretrained=None):

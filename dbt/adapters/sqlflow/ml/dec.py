@@ -113,7 +113,8 @@ def _encoder_layers(model) -> List[str]:
 
 def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Optional[bytes] = None) -> DecModel:
     """The four SQLFlow cases: pretrain or not, from a pretrained autoencoder/DEC model's encoder or not.
-    `data` is the encoded rows, in memory or as Batches read once per pass."""
+    `data` is the encoded rows, in memory or as Batches read once per pass. k=0 chooses k in
+    options['k_range'] on the embeddings, as DEC's own initialisation sees the data."""
     seed = options.get("seed", 0)
     rows = data if isinstance(data, Batches) else None
     n_inputs = next(iter(rows.read())).shape[1] if rows else data.shape[1]
@@ -124,6 +125,8 @@ def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Opt
         if options.get("run_pretrain", True):
             _pretrain(keras, autoencoder, data, options, info)
         encoder = keras.Model(autoencoder.input, autoencoder.get_layer("embedding").output)
+        if k == 0:
+            k = _choose_k(encoder, data, options, info)
         centers, labels = _initial_centres(encoder, data, k, options)
         model = keras.Model(encoder.input, clustering_layer(keras)(k, name="clustering")(encoder.output))
         model.get_layer("clustering").set_weights([centers.astype(np.float32)])
@@ -159,6 +162,19 @@ def _pretrain(keras, autoencoder, data, options: Dict, info: Dict) -> None:
         history = keras_models.fit(keras, autoencoder, X, X, "mse", settings)
     info["pretrain_loss"] = history.loss
     info["pretrain_epoch_seconds"] = history.epoch_seconds
+
+
+def _choose_k(encoder, data, options: Dict, info: Dict) -> int:
+    """The elbow of k-means inertia on the embeddings, silhouette breaking ties (over the memory
+    budget: on the first batch, as scalable k-means chooses)."""
+    from dbt.adapters.sqlflow.ml import clustering
+
+    sample = next(iter(data.read())) if isinstance(data, Batches) else data
+    seed = options.get("seed", 0)
+    k, info["k_sweep"] = clustering.choose_k(keras_models.predict(encoder, sample), "kmeans", options["k_range"],
+                                             seed, n_init=options.get("n_init", 20))
+    keras_models.log.info(f"chose k={k} in k_range {options['k_range']} on the embeddings")
+    return k
 
 
 def _initial_centres(encoder, data, k: int, options: Dict):
