@@ -6,7 +6,8 @@ A quality study, not a timing: the ML layer on arrays (no database), each family
 adapter's zscore does. Per family: how linearly separable the planted groups are (training accuracy of
 a multinomial logistic regression on the true labels: 1.0 = separable), k-means' ARI (n_init 20), and
 DEC's ARI for model seeds 0..seeds-1 (encode_units [64, 64, d], d the family's intrinsic dimension;
-pretrain_epochs 100; the rest DEC's defaults).
+pretrain_epochs 100; the rest DEC's defaults), and the ARI of the model restarts=<seeds> keeps
+(the best silhouette in its own embedding, chosen without the labels).
 """
 import argparse
 import datetime as dt
@@ -97,8 +98,8 @@ def main():
     print(f"### DEC quality: {args.rows:,} rows, 5 planted groups in 10 features, model seeds 0..{args.seeds - 1}")
     print(f"{dt.date.today()}, {machine()}\n")
     print("| family | linearly separable (LR accuracy) | k-means ARI | DEC ARI (min / median / max) "
-          "| seeds with DEC >= 0.8 | seeds with DEC > k-means + 0.05 |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"| seeds with DEC >= 0.8 | seeds with DEC > k-means + 0.05 | DEC, restarts={args.seeds} |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, make, dim in FAMILIES:
         X, y = make(args.rows, np.random.default_rng(101))
         X = (X - X.mean(axis=0)) / X.std(axis=0)
@@ -106,11 +107,13 @@ def main():
         options = {"encode_units": [64, 64, dim], "pretrain_epochs": 100, "epochs": 20, "batch_size": 256,
                    "learning_rate": 0.001, "update_interval": 140, "n_init": 20, "tol": 0.001,
                    "activation": "relu", "run_pretrain": True}
-        scores = [adjusted_rand_score(y, dec.fit(X, K, {**options, "seed": seed}).assign(X)[0])
-                  for seed in range(args.seeds)]
+        models = [dec.fit(X, K, {**options, "seed": seed}) for seed in range(args.seeds)]
+        scores = [adjusted_rand_score(y, model.assign(X)[0]) for model in models]
+        # restarts=<seeds> keeps the model with the best silhouette in its own embedding: no labels used
+        kept = int(np.argmax([dec.separation(model, X, 0) for model in models]))
         print(f"| {name} | {separability(X, y):.3f} | {kmeans:.3f} | {min(scores):.3f} / {np.median(scores):.3f} / "
               f"{max(scores):.3f} | {sum(s >= 0.8 for s in scores)}/{len(scores)} | "
-              f"{sum(s > kmeans + 0.05 for s in scores)}/{len(scores)} |", flush=True)
+              f"{sum(s > kmeans + 0.05 for s in scores)}/{len(scores)} | {scores[kept]:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

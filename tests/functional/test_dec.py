@@ -176,12 +176,13 @@ class TestDecErrors:
 
 
 HELIX = ("n_clusters=5, key='row_id', predict_only=['planted_group'], encode_units=[64, 64, 2], "
-         "pretrain_epochs=100, seed=1")
+         "pretrain_epochs=100, restarts=4")
 
 
 class TestDecQuality:
     """Issue #5's criterion on a non-linear warp: DEC recovers the planted groups (ARI >= 0.8), beats
-    k-means on the same rows, and is deterministic under seed."""
+    k-means on the same rows, and is deterministic under seed. One DEC start in two ties with k-means
+    here (bench/dec_quality.py); restarts=4 keeps the best separated of four."""
 
     @pytest.fixture(scope="class")
     def seeds(self):
@@ -208,3 +209,6 @@ class TestDecQuality:
         kmeans = adjusted_rand_score(*labels["helix_kmeans"])
         assert dec >= 0.8 and dec >= kmeans + 0.05, (dec, kmeans)
         assert labels["helix_dec"][1] == labels["helix_dec_again"][1]
+        info = project.run_sql(f"select training_info from {project.test_schema}.sqlflow_models "
+                               f"where model_name = 'helix_dec'", fetch="one")[0]
+        assert [r["seed"] for r in info["restarts"]] == [0, 1, 2, 3]

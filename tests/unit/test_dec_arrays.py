@@ -59,3 +59,14 @@ def test_info_records_what_ran(run_pretrain):
     model = dec.fit(X[:600], 5, {**OPTIONS, "run_pretrain": run_pretrain})
     assert bool(model.info["pretrain_loss"]) == run_pretrain
     assert model.info["label_change"] and model.info["iterations"] == len(model.info["loss"])
+
+
+def test_restarts_keep_the_best_separated_model():
+    options = {**OPTIONS, "pretrain_epochs": 3, "restarts": 3}
+    best = dec.fit(X[:900], 5, options)
+    tried = best.info["restarts"]
+    assert [t["seed"] for t in tried] == [2, 3, 4]
+    winner = max(tried, key=lambda t: t["silhouette"])
+    assert dec.separation(best, X[:900], 2) == pytest.approx(winner["silhouette"], abs=1e-12)
+    alone = dec.fit(X[:900], 5, {**options, "restarts": 1, "seed": winner["seed"]})
+    np.testing.assert_array_equal(alone.centers, best.centers)  # the same model as trained on its own

@@ -117,6 +117,7 @@ DEC_OPTIONS = [
     Option("pretrained_model", None, lambda v: v is None or (isinstance(v, str) and v != ""),
            "the name of an ml_train model of type autoencoder or dec", DEC),
     Option("pretrain_epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", DEC),
+    Option("restarts", 1, lambda v: _is_int(v, 1), "a whole number >= 1", DEC),
     Option("update_interval", 140, lambda v: _is_int(v, 1), "a whole number of batches >= 1", DEC),
     Option("output_embedding", False, lambda v: isinstance(v, bool), "true or false", DEC),
 ]

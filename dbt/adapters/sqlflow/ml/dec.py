@@ -114,7 +114,40 @@ def _encoder_layers(model) -> List[str]:
 def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Optional[bytes] = None) -> DecModel:
     """The four SQLFlow cases: pretrain or not, from a pretrained autoencoder/DEC model's encoder or not.
     `data` is the encoded rows, in memory or as Batches read once per pass. k=0 chooses k in
-    options['k_range'] on the embeddings, as DEC's own initialisation sees the data."""
+    options['k_range'] on the embeddings, as DEC's own initialisation sees the data.
+
+    DEC's result depends on the encoder's random start; with restarts=n it is trained from seeds
+    seed..seed+n-1 and the model whose clusters are best separated in its own embedding (highest
+    silhouette, which does not depend on the embedding's scale) is kept, as k-means keeps the best
+    of n_init starts."""
+    restarts, seed = options.get("restarts", 1), options.get("seed", 0)
+    if restarts == 1:
+        return _fit_once(data, k, options, pretrained)
+    sample = next(iter(data.read())) if isinstance(data, Batches) else data
+    tried, best, best_score = [], None, -np.inf
+    for attempt in range(restarts):
+        model = _fit_once(data, k, {**options, "seed": seed + attempt}, pretrained)
+        score = separation(model, sample, seed)
+        tried.append({"seed": seed + attempt, "silhouette": score, "k": model.k})
+        keras_models.log.info(f"DEC restart {attempt + 1}/{restarts} (seed {seed + attempt}): silhouette {score:.4f}")
+        if score > best_score:
+            best, best_score = model, score
+    best.info["restarts"] = tried
+    return best
+
+
+def separation(model: DecModel, X: np.ndarray, seed: int = 0) -> float:
+    """Silhouette of the model's clusters in its embedding, on up to 5000 rows; -1 if one cluster."""
+    from sklearn.metrics import silhouette_score
+
+    z, q = model._predict(X)
+    labels = q.argmax(axis=1)
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    return float(silhouette_score(z, labels, sample_size=min(len(X), 5000), random_state=seed))
+
+
+def _fit_once(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Optional[bytes]) -> DecModel:
     seed = options.get("seed", 0)
     rows = data if isinstance(data, Batches) else None
     n_inputs = next(iter(rows.read())).shape[1] if rows else data.shape[1]
