@@ -47,6 +47,9 @@ MODELS = {
                      " select * from {{ ref('users') }}",
     "dec_scored.sql": "{{ config(materialized='ml_predict', model='dec_model', output_probabilities=true) }}\n"
                       "-- depends_on: {{ ref('dec_model') }}\nselect * from {{ ref('users') }}",
+    "dec_scored_batched.sql": "{{ config(materialized='ml_predict', model='dec_model', output_probabilities=true, "
+                              "memory_budget_mb=0, sample_size=500) }}\n-- depends_on: {{ ref('dec_model') }}\n"
+                              "select * from {{ ref('users') }}",
     # over the memory budget: read in batches of 400 rows for pretraining, initialisation and clustering
     "streamed.sql": "{{ config(" + BASE + ", memory_budget_mb=0, sample_size=400) }} select * from {{ ref('users') }}",
     "auto_k.sql": "{{ config(" + BASE.replace("n_clusters=5", "n_clusters=0, k_range=[2, 7]") + ") }}"
@@ -120,6 +123,18 @@ class TestDeepEmbeddedClustering:
         scores = [adjusted_rand_score([r[0] for r in rows], [r[1] for r in rows]) for rows in (streamed, in_memory)]
         # the short training of BASE: what matters is that batches cost no quality
         assert scores[0] > 0.5 and scores[0] >= scores[1] - 0.1, scores
+
+    def test_ml_predict_in_batches_equals_in_memory(self, project, built):
+        import re
+
+        progress = [int(n) for n in re.findall(r"scored (\d+) of 1200 rows", built)]
+        assert progress[-1] == 1200 and len(progress) >= 2  # batches of about 500 rows
+        sql = ("select user_id, cluster_id, cluster_distance, probability_0, probability_4, model_version "
+               "from {s}.%s order by user_id")
+        batched, whole = self.rows(project, sql % "dec_scored_batched"), self.rows(project, sql % "dec_scored")
+        assert len(batched) == 1200 and [r[:2] for r in batched] == [r[:2] for r in whole]
+        for a, b in zip(batched, whole):
+            assert a[2:5] == pytest.approx(b[2:5], abs=1e-6) and a[5] == b[5]
 
     def test_n_clusters_0_chooses_k_on_the_embeddings(self, project):
         info = self.rows(project, "select training_info from {s}.sqlflow_models where model_name = 'auto_k'")[0][0]

@@ -130,6 +130,8 @@ PREDICT = [
     Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
     Option("output_probabilities", False, lambda v: isinstance(v, bool), "true or false"),
     Option("in_database", "auto", lambda v: v in ("auto", False, True, "false", "true"), "'auto' or false"),
+    Option("memory_budget_mb", 1024, lambda v: _is_number(v, 0), "megabytes >= 0 (0 = always read in batches)"),
+    Option("sample_size", 50_000, lambda v: _is_int(v, 1), "a whole number of rows per batch >= 1"),
 ]
 
 MODEL_TYPES = {"cluster": CLUSTER_TYPES + DEC, "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES, "ml_predict": ()}

@@ -6,7 +6,8 @@ from typing import Dict, List
 import numpy as np
 
 from dbt.adapters.sqlflow import registry, scoring_sql
-from dbt.adapters.sqlflow.data import Column, Frame, describe, read_frame, write_frame
+from dbt.adapters.sqlflow.data import (BatchReader, Column, Frame, copy_in, create_table, describe, read_frame,
+                                       write_frame)
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import cluster, inputs
 from dbt.adapters.sqlflow.ml import supervised
@@ -86,19 +87,47 @@ def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Co
 
 
 def _score_in_python(conn, sql: str, trained, options: Dict, target: str) -> int:
-    frame = read_frame(conn, sql)
-    conn.commit()  # release the input's locks while scoring
-    features = _check_features(trained, frame.names)
-    X = FeatureEncoder.from_dict(trained.features).transform(inputs.raw_columns(frame, features))
-    kept = [frame[n] for n in _kept_names(trained, options, frame.names)]
+    """Read, score, write. Over memory_budget_mb (the planner's estimate), a batch at a time."""
+    score = _scorer(trained, options)
+    if not inputs.should_stream(conn, sql, options):
+        frame = read_frame(conn, sql)
+        conn.commit()  # release the input's locks while scoring
+        return write_frame(conn, target, score(frame))
+    reader = BatchReader(conn, sql, options.get("sample_size") or 50_000)
+    conn.commit()
+    written = 0
+    try:
+        for frame in reader:
+            scored = score(frame)
+            if written == 0:
+                create_table(conn, target, scored)
+            written += copy_in(conn, target, scored)
+            log.info(f"scored {written} of {reader.n_rows} rows")
+    finally:
+        reader.close()
+    return written
+
+
+def _scorer(trained, options: Dict):
+    """frame -> the output frame (kept columns, predictions, model_version); the model is loaded once."""
+    encoder = FeatureEncoder.from_dict(trained.features)
     if trained.model_type in CLUSTER_TYPES:
+        model = cluster.model_from(trained)
         scoring = {**trained.options, "output_probabilities": options.get("output_probabilities", False)}
-        scored = cluster.assignment_columns(cluster.model_from(trained), X, scoring)
+        predict = lambda X: cluster.assignment_columns(model, X, scoring)  # noqa: E731
     else:
-        model = _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
-        scored = _prediction_columns(trained, model, X, options)
-    version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32), type=WIRE_TYPES["integer"])
-    return write_frame(conn, target, Frame(kept + scored + [version]))
+        network = _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
+        predict = lambda X: _prediction_columns(trained, network, X, options)  # noqa: E731
+
+    def score(frame: Frame) -> Frame:
+        features = _check_features(trained, frame.names)
+        X = encoder.transform(inputs.raw_columns(frame, features))
+        kept = [frame[n] for n in _kept_names(trained, options, frame.names)]
+        version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32),
+                            type=WIRE_TYPES["integer"])
+        return Frame(kept + predict(X) + [version])
+
+    return score
 
 
 # ---------------------------------------------------------------- in PostgreSQL

@@ -82,6 +82,7 @@ class DecModel:
     info: Dict = field(default_factory=dict)
 
     model_type: str = "dec"
+    _loaded: Optional[tuple] = field(default=None, repr=False, compare=False)  # (encoder, model), once
 
     @property
     def k(self) -> int:
@@ -89,10 +90,12 @@ class DecModel:
 
     def _predict(self, X: np.ndarray):
         with keras_models.tensorflow_session(0) as keras:
-            clustering_layer(keras)
-            networks.factorization_machine_layer(keras)
-            model = keras_models.from_bytes(keras, self.artifact)
-            encoder = keras.Model(model.input, model.get_layer("embedding").output)
+            if self._loaded is None:
+                clustering_layer(keras)
+                networks.factorization_machine_layer(keras)
+                model = keras_models.from_bytes(keras, self.artifact)
+                self._loaded = (keras.Model(model.input, model.get_layer("embedding").output), model)
+            encoder, model = self._loaded
             return (np.asarray(encoder(X.astype(np.float32), training=False), np.float64),
                     np.asarray(model(X.astype(np.float32), training=False), np.float64))
 
