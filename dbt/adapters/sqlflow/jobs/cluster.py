@@ -47,8 +47,8 @@ def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[regis
     if options["n_clusters"] > source.n_rows:
         raise clustering.ClusteringError(f"n_clusters={options['n_clusters']} is larger than the {source.n_rows} "
                                          f"input rows.")
-    data = dec.Batches(lambda: (encode(f) for f in source.batches()), source.n_rows) if source.streamed \
-        else encode(source.first)
+    data = dec.Batches(lambda: (encode(f) for f in source.batches()), source.n_rows, encode(source.first)) \
+        if source.streamed else encode(source.first)
     if source.streamed:
         log.info(f"the input is over memory_budget_mb: DEC reads it in batches of {options['sample_size']} rows")
     model = dec.fit(data, options["n_clusters"], options, pretrained.artifact if pretrained else None)

@@ -58,6 +58,13 @@ class Batches:
 
     read: Callable[[], Iterable[np.ndarray]]
     n_rows: int
+    first: Optional[np.ndarray] = None  # the first batch, when the caller holds it already
+
+    def head(self) -> np.ndarray:
+        """The first batch (read once): the input's width, and the sample for choosing k and restarts."""
+        if self.first is None:
+            self.first = next(iter(self.read()))
+        return self.first
 
     def minibatches(self, size: int, rng) -> Iterator[np.ndarray]:
         """Endless minibatches of exactly `size` rows, shuffled within each batch read; a batch's
@@ -126,7 +133,7 @@ def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Opt
     restarts, seed = options.get("restarts", 1), options.get("seed", 0)
     if restarts == 1:
         return _fit_once(data, k, options, pretrained)
-    sample = next(iter(data.read())) if isinstance(data, Batches) else data
+    sample = data.head() if isinstance(data, Batches) else data
     tried, best, best_score = [], None, -np.inf
     for attempt in range(restarts):
         model = _fit_once(data, k, {**options, "seed": seed + attempt}, pretrained)
@@ -153,7 +160,7 @@ def separation(model: DecModel, X: np.ndarray, seed: int = 0) -> float:
 def _fit_once(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Optional[bytes]) -> DecModel:
     seed = options.get("seed", 0)
     rows = data if isinstance(data, Batches) else None
-    n_inputs = next(iter(rows.read())).shape[1] if rows else data.shape[1]
+    n_inputs = rows.head().shape[1] if rows else data.shape[1]
     info: Dict = {"pretrain_loss": [], "loss": [], "label_change": [], "streamed": rows is not None}
     with keras_models.tensorflow_session(seed) as keras:
         clustering_layer(keras)
@@ -205,7 +212,7 @@ def _choose_k(encoder, data, options: Dict, info: Dict) -> int:
     budget: on the first batch, as scalable k-means chooses)."""
     from dbt.adapters.sqlflow.ml import clustering
 
-    sample = next(iter(data.read())) if isinstance(data, Batches) else data
+    sample = data.head() if isinstance(data, Batches) else data
     seed = options.get("seed", 0)
     k, info["k_sweep"] = clustering.choose_k(keras_models.predict(encoder, sample), "kmeans", options["k_range"],
                                              seed, n_init=options.get("n_init", 20))
