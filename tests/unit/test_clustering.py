@@ -70,3 +70,31 @@ def test_minimum_support_drops_small_clusters_and_reassigns():
 def test_k_larger_than_distinct_rows_is_refused():
     with pytest.raises(clustering.ClusteringError, match="larger than the 3 distinct input rows"):
         clustering.fit(np.array([[0.0], [1.0], [2.0], [2.0]]), "kmeans", 4)
+
+
+def _separated_blobs(k, dims, seed, per_cluster=150):
+    """k Gaussian blobs (sd 1) whose centres are at least 12 apart: well separated by construction."""
+    rng = np.random.default_rng([k, dims, seed])
+    centers = []
+    while len(centers) < k:
+        c = rng.uniform(-8 * k ** (1 / dims) - 10, 8 * k ** (1 / dims) + 10, dims)
+        if all(np.linalg.norm(c - o) >= 12 for o in centers):
+            centers.append(c)
+    return np.vstack([rng.normal(c, 1.0, (per_cluster, dims)) for c in centers])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("dims", [2, 5, 10])
+@pytest.mark.parametrize("planted", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("model_type", ["kmeans", "em"])
+def test_choose_k_finds_the_planted_k_of_separated_blobs(model_type, planted, dims, seed):
+    X = _separated_blobs(planted, dims, seed)
+    k, sweep = clustering.choose_k(X, model_type, (2, 10), seed, n_init=3 if model_type == "kmeans" else 1)
+    assert k == planted, [(r["k"], round(r["inertia"], 1), round(r.get("bic", 0))) for r in sweep]
+    assert [r["k"] for r in sweep if r["chosen"]] == [planted]
+
+
+def test_knee_of_a_steep_sweep_is_the_drop_not_the_chord_gap():
+    # the recorded sweep of the bug: the old chord rule chose 4 where inertia drops 5x at k=5
+    sweep = [{"k": k, "inertia": i} for k, i in zip(range(2, 11), [100, 30, 10, 2, 1.9, 1.8, 1.7, 1.6, 1.5])]
+    assert clustering.knee(sweep, 300.0)["k"] == 5

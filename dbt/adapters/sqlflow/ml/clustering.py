@@ -136,10 +136,7 @@ def metrics(X: np.ndarray, labels: np.ndarray, model: ClusterModel, seed: int = 
 
 def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int = 0,
              **fit_options) -> Tuple[int, List[Dict]]:
-    """k for n_clusters=0: EM by lowest BIC; k-means by the elbow of inertia, silhouette breaking ties.
-
-    The elbow is the k farthest below the straight line from the first to the last inertia.
-    """
+    """k for n_clusters=0: EM by lowest BIC; k-means by the knee of inertia (`knee`)."""
     low, high = k_range
     high = min(high, len(np.unique(X, axis=0)) if len(X) <= 200_000 else high)
     if high < low:
@@ -149,25 +146,33 @@ def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int =
         model = fit(X, model_type, k, seed, **fit_options)
         labels, _, _ = model.assign(X)
         sweep.append({"k": k, **metrics(X, labels, model, seed)})
-        log.info(f"k={k}: inertia {sweep[-1]['inertia']:.6g}, silhouette {sweep[-1].get('silhouette', float('nan')):.3f}")
+        log.debug(f"k={k}: inertia {sweep[-1]['inertia']:.6g}, "
+                  f"silhouette {sweep[-1].get('silhouette', float('nan')):.3f}")
     if model_type == "em":
         best = min(sweep, key=lambda r: r["bic"])
     else:
-        best = _elbow(sweep)
+        best = knee(sweep, float(((X - X.mean(axis=0)) ** 2).sum()))
     for row in sweep:
         row["chosen"] = row["k"] == best["k"]
     return best["k"], sweep
 
 
-def _elbow(sweep: List[Dict]) -> Dict:
-    if len(sweep) < 3:
-        return max(sweep, key=lambda r: r.get("silhouette", 0.0))
-    ks = np.array([r["k"] for r in sweep], float)
-    inertia = np.array([r["inertia"] for r in sweep], float)
-    line = inertia[0] + (inertia[-1] - inertia[0]) * (ks - ks[0]) / (ks[-1] - ks[0])
-    gap = line - inertia
+def knee(sweep: List[Dict], total_inertia: float) -> Dict:
+    """The kneedle rule (Satopaa et al., 2011) on log inertia, anchored at k=1 (the total sum of
+    squares): scale k and log inertia to [0, 1] and take the k farthest below the chord from k=1
+    to the largest k. The log makes a 5x drop count the same at any scale, so an early steep
+    descent cannot hide the knee; the k=1 anchor lets the first k of the range be the knee. Knees
+    within 5% of the best gap are ties, broken by the higher silhouette."""
+    ks = np.array([1] + [r["k"] for r in sweep], float)
+    inertia = np.array([total_inertia] + [r["inertia"] for r in sweep], float)
+    floor = max(total_inertia, 1e-300) * 1e-12  # k >= distinct rows gives inertia 0
+    y = np.log(np.maximum(inertia, floor))
+    if y[0] - y.min() <= 0:
+        return sweep[0]
+    x_n = (ks - ks[0]) / (ks[-1] - ks[0])
+    y_n = (y - y.min()) / (y[0] - y.min())
+    gap = ((1.0 + (y_n[-1] - 1.0) * x_n) - y_n)[1:]  # the chord from k=1 to the last k, minus the curve
     top = gap.max()
-    # near-equal elbows (within 5% of the best gap): the better silhouette wins
     candidates = [r for r, g in zip(sweep, gap) if g >= top - 0.05 * abs(top)]
     return max(candidates, key=lambda r: (r.get("silhouette", 0.0), -r["k"]))
 
