@@ -43,7 +43,9 @@ class TestErrorsKeepThePreviousBuild:
         ({"extra": {"features": ["x", "nope"]}}, "feature column(s) 'nope' not in the SELECT"),
         ({"where": "where false"}, "the SELECT returned no rows"),
         ({"k": 500}, "n_clusters=500 is larger than the 60 distinct input rows"),
-        ({"extra": {"features": ["x", "empty"], "null_handling": "error"}}, '"empty" holds only NULLs'),
+        ({"extra": {"features": ["x", "empty"]}}, "column 'empty' is both in features and in exclude"),
+        ({"more_columns": ", null::float8 as blank", "extra": {"features": ["x", "blank"]}},
+         '"blank" holds only NULLs'),
         ({"more_columns": ", '{}'::jsonb as payload"}, 'column "payload" has type jsonb'),
         ({"more_columns": ", case when id = 3 then null else x end as gap", "extra": {"null_handling": "error"}},
          '"gap" has 1 NULL values and null_handling=\'error\''),
@@ -82,7 +84,7 @@ class TestPredictErrors:
         _, output = run_dbt_and_capture(["run", "-s", "scored"], expect_pass=False)
         assert "model 'segments' v1 was trained on 'y', 'city', which the SELECT does not return" in output
         _, output = run_dbt_and_capture(["run", "-s", "versioned"], expect_pass=False)
-        assert "version 9 of model 'segments' is not in the registry" in output and "versions there: [1]" in output
+        assert "version 9 of model 'segments' is not in the registry" in output and "there: [1]" in output
         run_dbt(["run", "-s", "scored", "--vars", '{"more": ", y, city"}'])
         count = project.run_sql(f"select count(*), count(cluster_id) from {project.test_schema}.scored", fetch="one")
         assert count == (60, 60)

@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional
 from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.connections import PostgresConnectionManager, PostgresCredentials
 
-from dbt.adapters.sqlflow import environments
+from dbt.adapters.sqlflow import environments, interrupt
 
 logger = AdapterLogger("Sqlflow")
 
@@ -60,6 +60,20 @@ class SqlflowConnectionManager(PostgresConnectionManager):
             credentials.embedded_path = environments.resolve_embedded_path(
                 credentials.embedded_path, project_root
             )
+
+    def commit_and_continue(self) -> None:
+        """Commit the thread's transaction and carry on in a new one. dbt-postgres sends COMMIT as
+        SQL and has no BEGIN (psycopg2 begins implicitly), so after its commit() the next statements
+        would run outside any transaction; psycopg2's own commit() begins anew with the next one."""
+        connection = self.get_thread_connection()
+        logger.debug(f"On {connection.name}: COMMIT (end of the read phase)")
+        connection.handle.commit()
+        connection.transaction_open = True
+
+    def cancel_open(self):
+        # Ctrl-C: dbt cancels the other threads' queries; a thread inside a fit learns it from this flag
+        interrupt.request()
+        return super().cancel_open()
 
     @classmethod
     def get_credentials(cls, credentials):

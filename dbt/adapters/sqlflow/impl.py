@@ -1,9 +1,10 @@
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Iterator, List, Optional
 
 import psycopg2
-from dbt.adapters.base import available
+from dbt.adapters.base import BaseRelation, available
 from dbt.adapters.contracts.connection import AdapterResponse
 from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.impl import PostgresAdapter, PostgresConfig
@@ -19,20 +20,6 @@ logger = AdapterLogger("Sqlflow")
 @dataclass
 class SqlflowConfig(PostgresConfig):
     """Adapter-specific model configs; the ML keys themselves are checked by options.resolve."""
-
-
-def _user_errors():
-    # the dbt-free layers raise these for bad config or data; imported lazily with them
-    from dbt.adapters.sqlflow.data import DuplicateColumnError, UnsupportedTypeError
-    from dbt.adapters.sqlflow.jobs.inputs import InputError
-    from dbt.adapters.sqlflow.ml.clustering import ClusteringError
-    from dbt.adapters.sqlflow.ml.preprocess import EncodingError
-    from dbt.adapters.sqlflow.ml.supervised import TargetError
-    from dbt.adapters.sqlflow.options import OptionError
-    from dbt.adapters.sqlflow.registry import RegistryError
-
-    return (DuplicateColumnError, UnsupportedTypeError, InputError, ClusteringError, EncodingError,
-            OptionError, RegistryError, TargetError)
 
 
 class SqlflowAdapter(PostgresAdapter):
@@ -67,44 +54,84 @@ class SqlflowAdapter(PostgresAdapter):
         except options.OptionError as exc:
             raise DbtRuntimeError(str(exc)) from exc
 
+    def __init__(self, config, mp_context) -> None:
+        super().__init__(config, mp_context)
+        from dbt.adapters.sqlflow import interrupt
+
+        interrupt.reset()  # a new invocation: an earlier Ctrl-C in this process is over
+
     @available
     def sqlflow_run(self, materialization: str, model: Dict, sql: str, targets: Dict[str, Optional[str]],
-                    relation: str, invocation_id: Optional[str] = None,
-                    relation_exists: bool = False) -> AdapterResponse:
-        """Train (or score) the node into the intermediate tables named by `targets`."""
-        from dbt.adapters.sqlflow import registry
-        from dbt.adapters.sqlflow.jobs import cluster, predict, train
-        from dbt.adapters.sqlflow.options import KERAS_TYPES
+                    relation: BaseRelation, refs: Optional[Dict[str, Dict]] = None,
+                    invocation_id: Optional[str] = None, relation_exists: bool = False,
+                    full_refresh: bool = False, empty: bool = False) -> AdapterResponse:
+        """Train (or score) the node into the intermediate tables named by `targets`: the job's read
+        phase, a commit (so no lock is held while it trains), then its fit-and-write phase, which the
+        materialization swaps in and commits."""
+        from dbt.adapters.sqlflow import jobs, registry
+        from dbt.adapters.sqlflow.jobs.context import JobContext, Targets
 
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
-        table = registry.table_name(schema, self.config.credentials.database)
         connection = self.connections.get_thread_connection()
         if not connection.transaction_open:  # dbt's commit at the end expects the transaction it began
             self.connections.begin()
-        conn = connection.handle
+        ctx = JobContext(
+            conn=connection.handle, sql=sql, options=options, materialization=materialization,
+            model_name=model["name"], unique_id=model.get("unique_id"),
+            node=registry.ModelKey(relation.database, relation.schema, relation.identifier),
+            registry_table=registry.table_name(schema, self.config.credentials.database),
+            registry_schema=schema, targets=Targets(**targets), invocation_id=invocation_id,
+            relation_exists=relation_exists, full_refresh=full_refresh, empty=empty,
+            refs={name: registry.ModelKey(r["database"], r["schema"], r["identifier"])
+                  for name, r in (refs or {}).items()})
+        job = jobs.for_node(materialization, options["model_type"])
+        with self._user_facing_errors(model["name"]):
+            state = job.read(ctx)
+            try:
+                self.connections.commit_and_continue()  # the read phase (and in-tx pre-hooks) ends here
+                outcome = job.fit_and_write(ctx, state)
+            finally:
+                job.close(state)
+        code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
+        code = "UNCHANGED" if outcome.unchanged else code
+        return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
+
+    @available
+    def sqlflow_stale_side_tables(self, relation: BaseRelation, suffixes: List[str]) -> List[BaseRelation]:
+        """Side tables a cluster build left beside a relation that is now built otherwise: the registry
+        must say the relation was a cluster model, so a user's own `x__profile` table is never touched."""
+        from dbt.adapters.sqlflow import registry
+
+        found = [self.get_relation(relation.database, relation.schema,
+                                   self.sqlflow_side_identifier(relation.identifier, s)) for s in suffixes]
+        found = [r for r in found if r is not None]
+        if not found:
+            return []
+        table = registry.table_name(self.sqlflow_registry_schema(), self.config.credentials.database)
+        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
+        handle = self.connections.get_thread_connection().handle
+        return found if registry.trained_with_side_tables(handle, table, key) else []
+
+    @contextmanager
+    def _user_facing_errors(self, model_name: str) -> Iterator[None]:
+        """Our errors become one dbt error line naming the model; a bug keeps its traceback in the log."""
+        from dbt.adapters.sqlflow.errors import Cancelled, SqlflowError
+
         try:
-            if materialization == "ml_predict":
-                outcome = predict.run(conn, sql, options, targets["main"], table)
-            elif options["model_type"] in KERAS_TYPES:
-                outcome = train.run(conn, sql, options, targets["main"], model["name"], table, schema,
-                                    relation, invocation_id, relation_exists)
-            else:
-                outcome = cluster.run(conn, sql, options, cluster.Targets(**targets), model["name"],
-                                      materialization, table, schema, relation, invocation_id, relation_exists)
-        except _user_errors() as exc:
-            raise DbtRuntimeError(f"{model['name']}: {exc}") from exc
+            yield
+        except Cancelled as exc:
+            raise DbtRuntimeError(f"{model_name}: {exc}") from exc
+        except SqlflowError as exc:
+            raise DbtRuntimeError(f"{model_name}: {exc}") from exc
         except psycopg2.Error as exc:
-            raise DbtDatabaseError(f"{model['name']}: {str(exc).strip()}") from exc
+            raise DbtDatabaseError(f"{model_name}: {str(exc).strip()}") from exc
         except (DbtRuntimeError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug of ours: still one readable line, the traceback in the debug log
             logger.debug(traceback.format_exc())
-            raise DbtRuntimeError(f"{model['name']}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
+            raise DbtRuntimeError(f"{model_name}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
                                   f"This is a bug; the traceback is in logs/dbt.log.") from exc
-        code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
-        code = "UNCHANGED" if getattr(outcome, "unchanged", False) else code
-        return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
 
 
 log_bridge.install()

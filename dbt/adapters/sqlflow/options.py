@@ -4,6 +4,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+from dbt.adapters.sqlflow.errors import OptionError
+
 # dbt's own node config keys (NodeConfig and friends): never ours to judge.
 DBT_KEYS = {
     "alias", "batch_size", "begin", "column_types", "concurrent_batches", "contract", "database", "docs",
@@ -15,8 +17,6 @@ DBT_KEYS = {
 }
 
 
-class OptionError(ValueError):
-    """A config problem; the message names the key and what to write instead."""
 
 
 @dataclass(frozen=True)

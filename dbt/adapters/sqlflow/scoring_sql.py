@@ -47,6 +47,17 @@ def feature_expressions(encoder_state: Dict, kinds: Dict[str, str], alias: str) 
     return exprs
 
 
+def non_finite(encoder_state: Dict, kinds: Dict[str, str], alias: str) -> str:
+    """True where a continuous feature is NaN or +-Infinity: such rows get NULL predictions, as in
+    Python (PostgreSQL sorts NaN above every number, so it would otherwise pick a class or cluster)."""
+    checks = []
+    for f in encoder_state["features"]:
+        if f["kind"] == "continuous" and not f.get("dropped"):
+            value = _continuous(f"{alias}.{quote_ident(f['name'])}", kinds.get(f["name"], "float"))
+            checks.append(f"{value} in ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)")
+    return f"coalesce({' or '.join(checks)}, false)" if checks else "false"
+
+
 def linear_combination(weights: Sequence[float], exprs: Sequence[str], intercept: float) -> str:
     terms = [f"{literal(w)} * {e}" for w, e in zip(weights, exprs)]
     return " + ".join([literal(intercept)] + terms)

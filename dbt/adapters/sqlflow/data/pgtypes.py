@@ -4,6 +4,8 @@ from typing import Optional
 
 import numpy as np
 
+from dbt.adapters.sqlflow.errors import SqlflowError
+
 # COPY binary counts dates in days and timestamps in microseconds from 2000-01-01.
 PG_EPOCH_DAYS = 10957
 PG_EPOCH_MICROS = PG_EPOCH_DAYS * 86_400_000_000
@@ -64,7 +66,7 @@ class ReadPlan:
     fallback: bool = False  # True when a slower or lossy conversion is used (we log it)
 
 
-class UnsupportedTypeError(ValueError):
+class UnsupportedTypeError(SqlflowError, ValueError):
     def __init__(self, column: str, type_name: str):
         self.column = column
         self.type_name = type_name

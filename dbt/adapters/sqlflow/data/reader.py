@@ -16,6 +16,7 @@ import numpy as np
 from dbt.adapters.sqlflow.data import binary
 from dbt.adapters.sqlflow.data.frame import Column, Frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, ReadPlan, quote_ident, read_plan
+from dbt.adapters.sqlflow.errors import SqlflowError
 
 log = logging.getLogger("dbt_sqlflow.data")
 
@@ -23,7 +24,7 @@ _SOURCE = "__sqlflow_src"
 _PROBE_PAGES = 8
 
 
-class DuplicateColumnError(ValueError):
+class DuplicateColumnError(SqlflowError, ValueError):
     def __init__(self, column: str):
         super().__init__(
             f'the SELECT returns two columns named "{column}"; give each column a distinct name '

@@ -1,37 +1,18 @@
 """The `cluster` node (fit + assign) and the clustering side of `ml_train` and `ml_predict`."""
-import hashlib
 import logging
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from dbt.adapters.sqlflow import registry
+from dbt.adapters.sqlflow import interrupt, registry
 from dbt.adapters.sqlflow.data import BatchReader, Column, Frame, copy_in, create_table, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
-from dbt.adapters.sqlflow.jobs import inputs
+from dbt.adapters.sqlflow.jobs import inputs, steps, weights
+from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.ml import clustering
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
-
-
-@dataclass
-class Targets:
-    """Quoted names the job writes (intermediate tables, swapped in by the materialization)."""
-
-    main: str
-    centroids: Optional[str] = None
-    profile: Optional[str] = None
-
-
-@dataclass
-class Outcome:
-    rows: int
-    k: int
-    version: int
-    message: str
-    unchanged: bool = False  # retrain='on_change' found nothing new: the existing relations stay
 
 
 def _fit_options(options: Dict) -> Dict:
@@ -79,12 +60,12 @@ def _fit(source: "Source", encode, options: Dict, pretrained=None):
 TYPE_DEFAULT_UNITS = [100, 10]
 
 
-def _pretrained(conn, registry_table: str, options: Dict, sample: Frame) -> Optional[registry.ModelVersion]:
+def _pretrained(ctx: JobContext, sample: Frame) -> Optional[registry.ModelVersion]:
     """The registered autoencoder or DEC model whose encoder a dec model starts from, checked."""
-    name = options.get("pretrained_model")
-    if options.get("model_type") != "dec" or not name:
+    name = ctx.options.get("pretrained_model")
+    if ctx.options.get("model_type") != "dec" or not name:
         return None
-    version = registry.load(conn, registry_table, name)
+    version = registry.load(ctx.conn, ctx.registry_table, ctx.model_key(name), model_name=name)
     if version.model_type not in ("autoencoder", "dec"):
         raise inputs.InputError(f"pretrained_model '{name}' is a {version.model_type} model; it must be an "
                                 f"ml_train model of type autoencoder or dec.")
@@ -128,11 +109,7 @@ class Source:
         return iter(self.reader) if self.streamed else iter([self.first])
 
     def close(self) -> None:
-        if self.reader is not None:
-            try:
-                self.reader.close()
-            except Exception:  # after a failed statement; the temporary table ends with the session
-                log.debug("left the batch table to the end of the session")
+        steps.close_reader(self.reader)
 
 
 def parameters(model) -> Dict:
@@ -257,109 +234,106 @@ def _write_assignments(conn, source: Source, encode, model, roles, options: Dict
     return written
 
 
-def run(conn, sql: str, options: Dict, targets: Targets, model_name: str, materialization: str,
-        registry_table: str, registry_schema: str, relation: str, invocation_id: Optional[str],
-        relation_exists: bool = False) -> Outcome:
-    source = Source(conn, sql, options)
-    try:
-        return _train(conn, source, sql, options, targets, model_name, materialization, registry_table,
-                      registry_schema, relation, invocation_id, relation_exists)
-    finally:
+def output_names(options, model_type: str) -> List[str]:
+    names = [options.get("label_column", "cluster_id"), "cluster_distance"]
+    if model_type in ("em", "dec"):
+        names.append("cluster_probability")
+    return names
+
+
+class ClusterJob:
+    """cluster (fit + assign + side tables) and ml_train of kmeans, em and dec (weights table)."""
+
+    def read(self, ctx: JobContext) -> Source:
+        source = Source(ctx.conn, ctx.sql, ctx.options)
+        log.info(f"read {source.n_rows} rows x {len(source.first.columns)} columns")
+        return source
+
+    def close(self, source: Source) -> None:
         source.close()
 
+    def fit_and_write(self, ctx: JobContext, source: Source) -> Outcome:
+        options, conn = ctx.options, ctx.conn
+        verb = "CLUSTER" if ctx.materialization == "cluster" else "TRAIN"
+        roles = inputs.roles(source.first, options)
+        if ctx.materialization == "cluster":
+            inputs.check_outputs(_passed_through(source.first, roles, options), output_names(options, options["model_type"]))
+        if source.n_rows == 0 and ctx.empty:
+            return self._write_empty(ctx, source, roles)
+        if source.n_rows == 0:
+            raise inputs.InputError("the SELECT returned no rows; there is nothing to cluster.")
+        pretrained = _pretrained(ctx, source.first)
+        if pretrained is not None:  # the encoder reads its inputs as it was trained to
+            roles.features = [f["name"] for f in pretrained.features["features"]]
+        encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
+                                 options["max_input_attributes"])
+        fingerprint = inputs.Fingerprint()
 
-def _train(conn, source: Source, sql, options, targets, model_name, materialization, registry_table,
-           registry_schema, relation, invocation_id, relation_exists) -> Outcome:
-    log.info(f"read {source.n_rows} rows x {len(source.first.columns)} columns")
-    conn.commit()  # release the input's locks: nothing is held while training
-    if source.n_rows == 0:
-        raise inputs.InputError("the SELECT returned no rows; there is nothing to cluster.")
-    roles = inputs.roles(source.first, options)
-    pretrained = _pretrained(conn, registry_table, options, source.first)
-    if pretrained is not None:  # the encoder reads its inputs as it was trained to
-        roles.features = [f["name"] for f in pretrained.features["features"]]
-    encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
-                             options["max_input_attributes"])
-    fingerprint = inputs.Fingerprint()
+        def fingerprinted(frames):  # one pass both digests the input and fits the encoder
+            for frame in frames:
+                fingerprint.update(frame)
+                inputs.check_finite(frame, roles.features)
+                yield inputs.raw_columns(frame, roles.features)
 
-    def fingerprinted(frames):  # one pass both digests the input and fits the encoder
-        for frame in frames:
-            fingerprint.update(frame)
-            yield inputs.raw_columns(frame, roles.features)
-
-    encoder.fit_batches(fingerprinted(source.batches()))
-    if pretrained is not None:
-        encoder = FeatureEncoder.from_dict(pretrained.features)
-    verb = "CLUSTER" if materialization == "cluster" else "TRAIN"
-    sql_fingerprint = hashlib.sha256(sql.encode()).hexdigest()
-    if options["retrain"] == "on_change" and relation_exists:
-        kept = registry.unchanged_version(conn, registry_table, model_name, options, sql_fingerprint,
-                                          fingerprint.hexdigest())
+        encoder.fit_batches(fingerprinted(source.batches()))
+        if pretrained is not None:
+            encoder = FeatureEncoder.from_dict(pretrained.features)
+        kept = steps.unchanged(ctx, fingerprint.hexdigest(), verb, source.n_rows)
         if kept:
-            log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
-            return Outcome(source.n_rows, 0, kept, f"{verb} unchanged, v{kept} kept", unchanged=True)
-    encode = _encoder_for(encoder, roles.features)
-    model, sweep = _fit(source, encode, options, pretrained)
-    metrics = _metrics(model, source, encode, options["seed"])
-    log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
+            return kept
+        inputs.report_dropped(encoder)
+        interrupt.check()
+        encode = _encoder_for(encoder, roles.features)
+        model, sweep = _fit(source, encode, options, pretrained)
+        interrupt.check()
+        metrics = _metrics(model, source, encode, options["seed"])
+        log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
+        version = steps.register(ctx, registry.ModelVersion(
+            model_name=ctx.model_name, version=0, model_type=options["model_type"], options=dict(options),
+            features={**encoder.to_dict(), "kinds": {n: source.first[n].type.kind for n in roles.features},
+                      "dropped": encoder.dropped_},
+            label=None, parameters=parameters(model), metrics=metrics,
+            training_info={"k_sweep": sweep, "dropped_clusters": model.info.get("dropped_clusters", 0),
+                           **{k: v for k, v in model.info.items() if k != "dropped_clusters"}},
+            row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
+            sql_fingerprint=steps.sql_fingerprint(ctx.sql), artifact=getattr(model, "artifact", None)))
+        self._write(ctx, source, encode, model, roles, encoder, version)
+        return Outcome(source.n_rows, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}", k=model.k)
 
-    registry.ensure(conn, registry_table, registry_schema)
-    version = registry.register(conn, registry_table, registry.ModelVersion(
-        model_name=model_name, version=0, model_type=options["model_type"], options=options,
-        features={**encoder.to_dict(), "kinds": {n: source.first[n].type.kind for n in roles.features}},
-        label=None, parameters=parameters(model), metrics=metrics,
-        training_info={"k_sweep": sweep, "dropped_clusters": model.info.get("dropped_clusters", 0),
-                       **{k: v for k, v in model.info.items() if k != "dropped_clusters"}},
-        row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
-        sql_fingerprint=sql_fingerprint, artifact=getattr(model, "artifact", None),
-    ), materialization, relation, invocation_id)
-
-    if materialization == "cluster":
-        _write_assignments(conn, source, encode, model, roles, options, targets.main)
-        write_frame(conn, targets.centroids, centroid_frame(model, encoder))
-        numeric, categorical = _profile_columns(conn, targets.main, source.first, roles, encoder,
-                                                options["max_states"])
+    @staticmethod
+    def _write_empty(ctx: JobContext, source: Source, roles) -> Outcome:
+        """`dbt run --empty`: every relation with its columns and no rows; nothing trained or registered."""
+        conn, targets = ctx.conn, ctx.targets
+        verb = "CLUSTER" if ctx.materialization == "cluster" else "TRAIN"
+        if ctx.materialization != "cluster":
+            write_frame(conn, targets.main, weights.empty_weights_frame())
+            return Outcome(0, 0, f"{verb} 0 rows (--empty: not trained)")
+        integer = WIRE_TYPES["integer"]
+        label, *floats = output_names(ctx.options, ctx.options["model_type"])
+        write_frame(conn, targets.main, Frame(_passed_through(source.first, roles, ctx.options)
+                                             + [Column.of(label, np.empty(0, np.int32), type=integer)]
+                                             + [Column.of(n, np.empty(0)) for n in floats]))
+        write_frame(conn, targets.centroids, Frame([
+            Column.of("cluster_id", np.empty(0, np.int32), type=integer), Column.of("feature", np.empty(0, object)),
+            Column.of("value", np.empty(0)), Column.of("normalized_value", np.empty(0))]))
         with conn.cursor() as cur:
-            cur.execute(f"create table {targets.profile} as "
-                        f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}")
-        log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
-    elif model.model_type == "dec":
-        from dbt.adapters.sqlflow.jobs.train import network_weights_frame
+            cur.execute(f"create table {targets.profile} as select null::integer as cluster_id, 0::bigint as size, "
+                        f"0::float8 as share where false")
+        return Outcome(0, 0, f"{verb} 0 rows (--empty: not trained)")
 
-        write_frame(conn, targets.main, network_weights_frame(model, encoder, version))
-    else:
-        write_frame(conn, targets.main, weights_frame(model, encoder, version))
-    return Outcome(source.n_rows, model.k, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}")
-
-
-def weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame:
-    """Long weights: centres (and for EM variances and mixture weights), one row per number."""
-    names = encoder.feature_names
-    rows = []  # (tensor, i, j, feature, value)
-    for i, center in enumerate(model.centers):
-        rows += [("centers", i, j, names[j], v) for j, v in enumerate(center)]
-    if model.model_type == "em":
-        rows += [("mixture_weights", i, None, None, w) for i, w in enumerate(model.weights)]
-        cov = np.asarray(model.covariances)
-        if model.covariance_type == "diag":
-            rows += [("variances", i, j, names[j], v) for i, r in enumerate(cov) for j, v in enumerate(r)]
-        elif model.covariance_type == "spherical":
-            rows += [("variances", i, None, None, v) for i, v in enumerate(cov)]
-        elif model.covariance_type == "tied":
-            rows += [("covariance", a, b, names[a], cov[a, b]) for a in range(len(cov)) for b in range(len(cov))]
+    @staticmethod
+    def _write(ctx: JobContext, source: Source, encode, model, roles, encoder, version: int) -> None:
+        conn, options, targets = ctx.conn, ctx.options, ctx.targets
+        if ctx.materialization == "cluster":
+            _write_assignments(conn, source, encode, model, roles, options, targets.main)
+            write_frame(conn, targets.centroids, centroid_frame(model, encoder))
+            numeric, categorical = _profile_columns(conn, targets.main, source.first, roles, encoder,
+                                                    options["max_states"])
+            with conn.cursor() as cur:
+                cur.execute(f"create table {targets.profile} as "
+                            f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}")
+            log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
+        elif model.model_type == "dec":
+            write_frame(conn, targets.main, weights.network_weights_frame(model, encoder, version))
         else:
-            rows += [("covariances", i, a * len(names) + b, names[a], c[a, b])
-                     for i, c in enumerate(cov) for a in range(len(c)) for b in range(len(c))]
-    tensor, i, j, feature, value = (list(x) for x in zip(*rows))
-    j_nulls = np.array([x is None for x in j])
-    f_nulls = np.array([x is None for x in feature])
-    n = len(value)
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array(i, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array([x or 0 for x in j], np.int32), nulls=j_nulls, type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array([x or "" for x in feature], object), nulls=f_nulls),
-        Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-        Column.of("value", np.array(value, float)),
-    ])
+            write_frame(conn, targets.main, weights.cluster_weights_frame(model, encoder, version))

@@ -5,11 +5,14 @@ from typing import Dict, List
 
 import numpy as np
 
-from dbt.adapters.sqlflow import registry, scoring_sql
+from dbt.adapters.sqlflow import interrupt, registry, scoring_sql
 from dbt.adapters.sqlflow.data import (BatchReader, Column, Frame, copy_in, create_table, describe, read_frame,
                                        write_frame)
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
-from dbt.adapters.sqlflow.jobs import cluster, inputs
+from dbt.adapters.sqlflow.errors import ArtifactError
+from dbt.adapters.sqlflow.jobs import cluster, inputs, steps
+from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
+from dbt.adapters.sqlflow.jobs.weights import original_units
 from dbt.adapters.sqlflow.ml import supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
@@ -86,25 +89,18 @@ def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Co
     return columns
 
 
-def _score_in_python(conn, sql: str, trained, options: Dict, target: str) -> int:
-    """Read, score, write. Over memory_budget_mb (the planner's estimate), a batch at a time."""
-    score = _scorer(trained, options)
-    if not inputs.should_stream(conn, sql, options):
-        frame = read_frame(conn, sql)
-        conn.commit()  # release the input's locks while scoring
-        return write_frame(conn, target, score(frame))
-    reader = BatchReader(conn, sql, options.get("sample_size") or 50_000)
-    conn.commit()
+def _write_scored(conn, read, score, target: str) -> int:
+    """Score what the read phase staged: one frame, or a BatchReader a batch at a time."""
+    if isinstance(read, Frame):
+        return write_frame(conn, target, score(read))
     written = 0
-    try:
-        for frame in reader:
-            scored = score(frame)
-            if written == 0:
-                create_table(conn, target, scored)
-            written += copy_in(conn, target, scored)
-            log.info(f"scored {written} of {reader.n_rows} rows")
-    finally:
-        reader.close()
+    for frame in read:
+        scored = score(frame)
+        if written == 0:  # an empty input yields one empty frame: the table still gets its columns
+            create_table(conn, target, scored)
+        written += copy_in(conn, target, scored)
+        log.info(f"scored {written} of {read.n_rows} rows")
+        interrupt.check()
     return written
 
 
@@ -121,11 +117,15 @@ def _scorer(trained, options: Dict):
 
     def score(frame: Frame) -> Frame:
         features = _check_features(trained, frame.names)
-        X = encoder.transform(inputs.raw_columns(frame, features))
         kept = [frame[n] for n in _kept_names(trained, options, frame.names)]
+        bad = inputs.non_finite_rows(frame, features)
+        X = encoder.transform(inputs.raw_columns(frame, features))
+        X[bad] = 0.0  # NaN or Infinity in a feature: the row's predictions are NULL, as in PostgreSQL
+        predicted = [Column(c.name, c.values, c.type, c.null_mask | bad) for c in predict(X)]
+        inputs.check_outputs(kept, [c.name for c in predicted] + ["model_version"])
         version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32),
                             type=WIRE_TYPES["integer"])
-        return Frame(kept + predict(X) + [version])
+        return Frame(kept + predicted + [version])
 
     return score
 
@@ -134,8 +134,6 @@ def _scorer(trained, options: Dict):
 
 
 def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
-    from dbt.adapters.sqlflow.jobs.train import original_units
-
     model = _linear(trained)
     kernel, bias = original_units(model, FeatureEncoder.from_dict(trained.features))
     z = [f"({scoring_sql.linear_combination(kernel[:, k], exprs, bias[k])})" for k in range(kernel.shape[1])]
@@ -228,30 +226,82 @@ def _em_select(trained, exprs: List[str], options: Dict):
 def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
     names = [c.name for c in describe(conn, sql)]
     _check_features(trained, names)
-    exprs = scoring_sql.feature_expressions(trained.features, trained.features.get("kinds", {}), "__sqlflow_in")
+    kinds = trained.features.get("kinds", {})
+    exprs = scoring_sql.feature_expressions(trained.features, kinds, "__sqlflow_in")
     if trained.model_type == "kmeans":
         outer, layers = _kmeans_select(trained, exprs)
     elif trained.model_type == "em":
         outer, layers = _em_select(trained, exprs, options)
     else:
         outer, layers = _linear_select(trained, options, exprs)
-    source = scoring_sql.fenced(["__sqlflow_in.*"] + layers[0], sql, "__sqlflow_in")
+    bad = f"{scoring_sql.non_finite(trained.features, kinds, '__sqlflow_in')} as __sqlflow_bad"
+    source = scoring_sql.fenced(["__sqlflow_in.*", bad] + layers[0], sql, "__sqlflow_in")
     for depth, layer in enumerate(layers[1:]):  # each layer reads the one below, computed once per row
         source = f"(select __sqlflow_l{depth}.*, {', '.join(layer)} from {source} as __sqlflow_l{depth} offset 0)"
-    kept = [f"__sqlflow_s.{quote_ident(n)}" for n in _kept_names(trained, options, names)]
-    select = ", ".join(kept + outer + [f"{trained.version} as model_version"])
+    kept_names = _kept_names(trained, options, names)
+    kept = [f"__sqlflow_s.{quote_ident(n)}" for n in kept_names]
+    nulled = []  # NaN or Infinity in a feature: NULL predictions, as in Python
+    for item in outer:
+        expression, alias = item.rsplit(" as ", 1)
+        nulled.append(f"case when __sqlflow_s.__sqlflow_bad then null else {expression} end as {alias}")
+    inputs.check_outputs(kept_names, [a.rsplit(" as ", 1)[1].strip('"') for a in outer] + ["model_version"])
+    select = ", ".join(kept + nulled + [f"{trained.version} as model_version"])
     with conn.cursor() as cur:
         cur.execute("set local jit = off")  # compiling the long generated expressions costs seconds
         cur.execute(f"create table {target} as select {select} from {source} as __sqlflow_s")
         return cur.rowcount
 
 
-def run(conn, sql: str, options: Dict, target: str, registry_table: str) -> cluster.Outcome:
-    version = options.get("version")
-    trained = registry.load(conn, registry_table, options["model"], None if version in (None, "latest") else version)
-    where = "in PostgreSQL" if _in_database(options, trained.model_type) else "in Python"
-    score = _score_in_database if where == "in PostgreSQL" else _score_in_python
-    rows = score(conn, sql, trained, options, target)
-    log.info(f"scored {rows} rows with {trained.model_name} v{trained.version} {where}")
-    return cluster.Outcome(rows, 0, trained.version,
-                           f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}")
+def _registered(ctx: JobContext) -> bool:
+    try:
+        registry.load(ctx.conn, ctx.registry_table, ctx.model_key(ctx.options["model"]))
+        return True
+    except registry.RegistryError:
+        return False
+
+
+def _write_unscored(ctx: JobContext, columns) -> None:
+    """The input's columns and model_version, no rows: what --empty can build without a model."""
+    kept = ", ".join(f"{quote_ident(c.name)}" for c in columns)
+    with ctx.conn.cursor() as cur:
+        cur.execute(f"create table {ctx.targets.main} as select {kept + ', ' if kept else ''}"
+                    f"null::integer as model_version from (\n{ctx.sql.strip().rstrip(';')}\n) as __sqlflow_in where false")
+
+
+class PredictJob:
+    """ml_predict: the model is loaded and, for scoring in Python, the input read in the read phase;
+    scoring in PostgreSQL is one CREATE TABLE AS in the write phase."""
+
+    def read(self, ctx: JobContext):
+        options = ctx.options
+        version = options.get("version")
+        if ctx.empty and not _registered(ctx):  # dbt run --empty before the model was ever trained
+            return None, describe(ctx.conn, ctx.sql)
+        trained = registry.load(ctx.conn, ctx.registry_table, ctx.model_key(options["model"]),
+                                None if version in (None, "latest") else version, model_name=options["model"])
+        if _in_database(options, trained.model_type):
+            return trained, None
+        if not inputs.should_stream(ctx.conn, ctx.sql, options):
+            return trained, read_frame(ctx.conn, ctx.sql)
+        return trained, BatchReader(ctx.conn, ctx.sql, options.get("sample_size") or 50_000)
+
+    def fit_and_write(self, ctx: JobContext, state) -> Outcome:
+        trained, read = state
+        if trained is None:
+            _write_unscored(ctx, read)
+            return Outcome(0, 0, "PREDICT 0 rows (--empty: the model is not trained yet)")
+        try:
+            if read is None:
+                where, rows = "in PostgreSQL", _score_in_database(ctx.conn, ctx.sql, trained, ctx.options,
+                                                                   ctx.targets.main)
+            else:
+                where, rows = "in Python", _write_scored(ctx.conn, read, _scorer(trained, ctx.options),
+                                                         ctx.targets.main)
+        except ArtifactError:
+            raise ArtifactError(trained.model_name, trained.version) from None
+        log.info(f"scored {rows} rows with {trained.model_name} v{trained.version} {where}")
+        return Outcome(rows, trained.version, f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}")
+
+    def close(self, state) -> None:
+        if state and isinstance(state[1], BatchReader):
+            steps.close_reader(state[1])

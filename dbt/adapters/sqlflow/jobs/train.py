@@ -1,16 +1,14 @@
 """The `ml_train` node for models trained by gradient descent (TensorFlow): linear and logistic
 regression, factorization machines, DNNs and autoencoders."""
-import hashlib
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
-from dbt.adapters.sqlflow import registry
-from dbt.adapters.sqlflow.data import BatchReader, Column, Frame, read_frame, write_frame
-from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES
-from dbt.adapters.sqlflow.jobs import inputs
-from dbt.adapters.sqlflow.jobs.cluster import Outcome
+from dbt.adapters.sqlflow import interrupt, registry
+from dbt.adapters.sqlflow.data import BatchReader, Frame, read_frame, write_frame
+from dbt.adapters.sqlflow.jobs import inputs, steps, weights
+from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.ml import supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
@@ -39,68 +37,6 @@ def _held_out(frame: Frame, options: Dict, roles: inputs.Roles, split: Optional[
     return supervised.held_out_mask(frame.n_rows, options, order)
 
 
-def original_units(model: supervised.LinearModel, encoder: FeatureEncoder):
-    """The kernel and bias for raw column values: z = b + sum(w * (x - c) / s) = b' + sum(w' * x)."""
-    center, scale = encoder.affine()
-    kernel = model.kernel / scale[:, None]
-    bias = model.bias - (center / scale) @ model.kernel
-    return kernel, bias
-
-
-def output_classes(model: supervised.LinearModel) -> List:
-    """The class each output column's logit belongs to (binary: the second class), or [None]."""
-    if model.task == "regression":
-        return [None]
-    return [model.classes[1]] if model.task == "binary" else list(model.classes)
-
-
-def weights_frame(model: supervised.LinearModel, encoder: FeatureEncoder, version: int) -> Frame:
-    kernel, bias = original_units(model, encoder)
-    names = encoder.feature_names
-    classes = output_classes(model)
-    rows = [("weights", j, k, names[j], classes[k], kernel[j, k]) for k in range(kernel.shape[1])
-            for j in range(kernel.shape[0])]
-    rows += [("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))]
-    tensor, i, j, feature, klass, value = (list(x) for x in zip(*rows))
-    n = len(rows)
-    klass_null = np.array([c is None for c in klass])
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array([x or 0 for x in i], np.int32), nulls=np.array([x is None for x in i]),
-                  type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array(j, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array(feature, object)),
-        Column.of("class", np.array(["" if c is None else supervised.class_name(c) for c in klass], object), nulls=klass_null),
-        Column.of("value", np.array(value, float)),
-    ])
-
-
-def network_weights_frame(model: supervised.KerasModel, encoder: FeatureEncoder, version: int) -> Frame:
-    """Every layer's arrays, one row per number: `tensor` is layer/weight (e.g. hidden_0/kernel), `i`
-    and `j` index it, `feature` names the input feature where the first axis runs over features."""
-    names = encoder.feature_names
-    rows = []
-    for layer, name, array, per_feature in model.weights:
-        matrix = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                rows.append((f"{layer}/{name}", i, j if array.ndim == 2 else None,
-                             names[i] if per_feature else None, float(matrix[i, j])))
-    tensor, i, j, feature, value = (list(x) for x in zip(*rows))
-    n = len(rows)
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array(i, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array([x or 0 for x in j], np.int32), nulls=np.array([x is None for x in j]),
-                  type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array([x or "" for x in feature], object), nulls=np.array([x is None for x in feature])),
-        Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-        Column.of("value", np.array(value, float)),
-    ])
-
-
 def _metrics(model, X, target, held) -> Dict:
     out = {}
     output = model.output(X)
@@ -127,58 +63,67 @@ def _target(frame: Frame, options: Dict):
     return target
 
 
-def _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint) -> Optional[Outcome]:
-    """retrain='on_change': the kept version when SQL, options and input match the latest one."""
-    if options["retrain"] != "on_change" or not relation_exists:
-        return None
-    kept = registry.unchanged_version(conn, registry_table, model_name, options,
-                                      hashlib.sha256(sql.encode()).hexdigest(), fingerprint.hexdigest())
-    if kept:
-        log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
-        return Outcome(0, 0, kept, f"TRAIN unchanged, v{kept} kept", unchanged=True)
-    return None
+def _with_split_excluded(options: Dict, split: Optional[str]) -> Dict:
+    if split and split not in (options.get("exclude") or []):
+        return {**options, "exclude": list(options.get("exclude") or []) + [split]}
+    return dict(options)
 
 
-def run(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
-        registry_schema: str, relation: str, invocation_id: Optional[str], relation_exists: bool = False) -> Outcome:
-    if inputs.should_stream(conn, sql, options):
-        return run_streaming(conn, sql, options, target_relation, model_name, registry_table, registry_schema,
-                             relation, invocation_id, relation_exists)
-    frame = read_frame(conn, sql)
-    log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
-    conn.commit()  # release the input's locks: nothing is held while training
+def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
+    if frame.n_rows == 0 and ctx.empty:  # dbt run --empty: the weights table's shape, nothing trained
+        write_frame(ctx.conn, ctx.targets.main, weights.empty_weights_frame())
+        return Outcome(0, 0, "TRAIN 0 rows (--empty: not trained)")
     if frame.n_rows == 0:
         raise inputs.InputError("the SELECT returned no rows; there is nothing to train on.")
-    split = _split_column(frame, options)
-    if split and split not in (options.get("exclude") or []):
-        options = {**options, "exclude": list(options.get("exclude") or []) + [split]}
+    split = _split_column(frame, ctx.options)
+    options = _with_split_excluded(ctx.options, split)
+    roles = inputs.roles(frame, options)
     fingerprint = inputs.Fingerprint()
     fingerprint.update(frame)
-    unchanged = _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint)
-    if unchanged:
-        return unchanged
-    roles = inputs.roles(frame, options)
+    kept = steps.unchanged(ctx, fingerprint.hexdigest(), "TRAIN", frame.n_rows)
+    if kept:
+        return kept
+    inputs.check_finite(frame, roles.features)
     target = _target(frame, options)
     held = _held_out(frame, options, roles, split)
     encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
                              options["max_input_attributes"])
     encoder.fit(list(inputs.raw_columns(frame.take(~held), roles.features).values()))
+    inputs.report_dropped(encoder)
     X = encoder.transform(inputs.raw_columns(frame, roles.features))
     model = supervised.train(X, target, options, held)
+    interrupt.check()
     metrics = _metrics(model, X, target, held)
     log.info(f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     kinds = {n: frame[n].type.kind for n in roles.features}
-    return _register_and_write(conn, model, encoder, options, kinds, frame, metrics, frame.n_rows,
-                               int((~held).sum()), fingerprint, sql, target_relation, model_name,
-                               registry_table, registry_schema, relation, invocation_id, int(held.sum()))
+    return _register_and_write(ctx, options, model, encoder, kinds, frame, metrics, frame.n_rows, fingerprint,
+                               int((~held).sum()), int(held.sum()))
 
 
-def _register_and_write(conn, model, encoder, options, kinds, sample: Frame, metrics, n_rows, train_rows,
-                        fingerprint, sql, target_relation, model_name, registry_table, registry_schema,
-                        relation, invocation_id, held_rows=None) -> Outcome:
+class TrainJob:
+    """ml_train of the TensorFlow model types; over memory_budget_mb the input is read in batches."""
+
+    def read(self, ctx: JobContext):
+        if inputs.should_stream(ctx.conn, ctx.sql, ctx.options):
+            return _Stream(ctx.conn, ctx.sql, ctx.options)
+        frame = read_frame(ctx.conn, ctx.sql)
+        log.info(f"read {frame.n_rows} rows x {len(frame.columns)} columns")
+        return frame
+
+    def fit_and_write(self, ctx: JobContext, state) -> Outcome:
+        if isinstance(state, _Stream):
+            return _fit_streamed(ctx, state)
+        return _fit_in_memory(ctx, state)
+
+    def close(self, state) -> None:
+        if isinstance(state, _Stream):
+            steps.close_reader(state.reader)
+
+
+def _register_and_write(ctx: JobContext, options: Dict, model, encoder, kinds, sample: Frame, metrics, n_rows,
+                        fingerprint, train_rows, held_rows) -> Outcome:
     """Register the version (in the same transaction as the swap) and write the weights table."""
-    registry.ensure(conn, registry_table, registry_schema)
     linear = isinstance(model, supervised.LinearModel)
     parameters = {"task": model.task, "classes": model.classes,
                   "label_type": sample[options["label"]].type.name if options.get("label") else None}
@@ -186,15 +131,15 @@ def _register_and_write(conn, model, encoder, options, kinds, sample: Frame, met
                       else {"shift": model.shift, "spread": model.spread})
     info = {"loss": model.history.loss, "val_loss": model.history.val_loss, "epochs": model.history.epochs_run,
             "epoch_seconds": model.history.epoch_seconds, "train_rows": train_rows, "held_out_rows": held_rows}
-    version = registry.register(conn, registry_table, registry.ModelVersion(
-        model_name=model_name, version=0, model_type=options["model_type"], options=options,
-        features={**encoder.to_dict(), "kinds": kinds}, label=options.get("label"), parameters=parameters,
-        metrics=metrics, training_info=info, row_count=n_rows, input_fingerprint=fingerprint.hexdigest(),
-        sql_fingerprint=hashlib.sha256(sql.encode()).hexdigest(), artifact=None if linear else model.artifact,
-    ), "ml_train", relation, invocation_id)
-    weights = weights_frame if linear else network_weights_frame
-    write_frame(conn, target_relation, weights(model, encoder, version))
-    return Outcome(n_rows, 0, version, f"TRAIN {n_rows} rows, {options['model_type']}, v{version}")
+    version = steps.register(ctx, registry.ModelVersion(
+        model_name=ctx.model_name, version=0, model_type=options["model_type"], options=options,
+        features={**encoder.to_dict(), "kinds": kinds, "dropped": encoder.dropped_}, label=options.get("label"),
+        parameters=parameters, metrics=metrics, training_info=info, row_count=n_rows,
+        input_fingerprint=fingerprint.hexdigest(), sql_fingerprint=steps.sql_fingerprint(ctx.sql),
+        artifact=None if linear else model.artifact))
+    frame = (weights.linear_weights_frame if linear else weights.network_weights_frame)(model, encoder, version)
+    write_frame(ctx.conn, ctx.targets.main, frame)
+    return Outcome(n_rows, version, f"TRAIN {n_rows} rows, {options['model_type']}, v{version}")
 
 
 # ---------------------------------------------------------------- inputs larger than the memory budget
@@ -253,6 +198,7 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
         nonlocal total, total_sq, n_train
         for frame, held in stream.frames():
             fingerprint.update(frame)
+            inputs.check_finite(frame, roles.features)
             steps["train"] += -(-int((~held).sum()) // size)
             steps["held"] += -(-int(held.sum()) // size)
             part = frame.take(~held)
@@ -315,59 +261,50 @@ def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
     return out
 
 
-def run_streaming(conn, sql: str, options: Dict, target_relation: str, model_name: str, registry_table: str,
-                  registry_schema: str, relation: str, invocation_id: Optional[str],
-                  relation_exists: bool = False) -> Outcome:
-    """As run, for inputs over the memory budget: the SELECT runs once into a temporary table and every
-    pass (statistics, each epoch, metrics) reads it back a batch at a time."""
-    stream = _Stream(conn, sql, options)
-    conn.commit()  # release the input's locks: nothing is held while training
-    try:
-        if stream.n_rows == 0:
-            raise inputs.InputError("the SELECT returned no rows; there is nothing to train on.")
-        first = next(iter(stream.reader))
-        stream.split_column = _split_column(first, options)
-        if stream.split_column and stream.split_column not in (options.get("exclude") or []):
-            options = {**options, "exclude": list(options.get("exclude") or []) + [stream.split_column]}
-        roles = inputs.roles(first, options)
-        encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
-                                 options["max_input_attributes"])
-        fingerprint = inputs.Fingerprint()
-        spec = _stream_spec(stream, roles, encoder, fingerprint, options)
-        unchanged = _unchanged(conn, options, relation_exists, registry_table, model_name, sql, fingerprint)
-        if unchanged:
-            return unchanged
-        log.info(f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch")
-        encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
-        label = options.get("label")
+def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
+    """For inputs over the memory budget: the SELECT ran once into a temporary table (the read phase)
+    and every pass (statistics, each epoch, metrics) reads it back a batch at a time."""
+    options = dict(ctx.options)
+    if stream.n_rows == 0:
+        raise inputs.InputError("the SELECT returned no rows; there is nothing to train on.")
+    first = next(iter(stream.reader))
+    stream.split_column = _split_column(first, options)
+    options = _with_split_excluded(options, stream.split_column)
+    stream.options = options
+    roles = inputs.roles(first, options)
+    encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
+                             options["max_input_attributes"])
+    fingerprint = inputs.Fingerprint()
+    spec = _stream_spec(stream, roles, encoder, fingerprint, options)
+    kept = steps.unchanged(ctx, fingerprint.hexdigest(), "TRAIN", stream.n_rows)
+    if kept:
+        return kept
+    inputs.report_dropped(encoder)
+    log.info(f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch")
+    encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
+    label = options.get("label")
 
-        def numeric_label(frame, X):
-            if spec.task == "autoencoder":
-                return X
-            values = frame[label].values
-            if spec.task == "regression":
-                return values.astype(np.float64)
-            return np.searchsorted(np.array(spec.classes, dtype=values.dtype), values)
+    def numeric_label(frame, X):
+        if spec.task == "autoencoder":
+            return X
+        values = frame[label].values
+        if spec.task == "regression":
+            return values.astype(np.float64)
+        return np.searchsorted(np.array(spec.classes, dtype=values.dtype), values)
 
-        def batches(held_side: bool):
-            for frame, held in stream.frames():
-                rows = held if held_side else ~held
-                if rows.any():
-                    part = frame.take(rows)
-                    X = encode(part)
-                    y = numeric_label(part, X)
-                    if spec.task == "regression":
-                        y = (y - spec.shift) / spec.spread
-                    yield X, y.astype(np.int64 if spec.task == "multiclass" else np.float32)
+    def batches(held_side: bool):
+        for frame, held in stream.frames():
+            rows = held if held_side else ~held
+            if rows.any():
+                part = frame.take(rows)
+                X = encode(part)
+                y = numeric_label(part, X)
+                if spec.task == "regression":
+                    y = (y - spec.shift) / spec.spread
+                yield X, y.astype(np.int64 if spec.task == "multiclass" else np.float32)
 
-        model = supervised.train_streaming(batches, len(encoder.feature_names), spec, options)
-        metrics = _stream_metrics(model, stream, encode, numeric_label)
-        kinds = {n: first[n].type.kind for n in roles.features}
-        return _register_and_write(conn, model, encoder, options, kinds, first, metrics, stream.n_rows,
-                                   spec.train_rows, fingerprint, sql, target_relation, model_name,
-                                   registry_table, registry_schema, relation, invocation_id, spec.held_rows)
-    finally:
-        try:
-            stream.reader.close()
-        except Exception:  # after a failed statement; the temporary table ends with the session
-            log.debug("left the batch table to the end of the session")
+    model = supervised.train_streaming(batches, len(encoder.feature_names), spec, options)
+    metrics = _stream_metrics(model, stream, encode, numeric_label)
+    kinds = {n: first[n].type.kind for n in roles.features}
+    return _register_and_write(ctx, options, model, encoder, kinds, first, metrics, stream.n_rows,
+                               fingerprint, spec.train_rows, spec.held_rows)

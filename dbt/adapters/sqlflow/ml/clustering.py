@@ -10,13 +10,14 @@ import logging
 
 import numpy as np
 
+from dbt.adapters.sqlflow import interrupt
+from dbt.adapters.sqlflow.errors import ClusteringError
+
 log = logging.getLogger("dbt_sqlflow.ml")
 
 SILHOUETTE_SAMPLE = 5_000  # silhouette is quadratic in rows: a sample keeps it under a second
 
 
-class ClusteringError(ValueError):
-    pass
 
 
 @dataclass
@@ -143,6 +144,7 @@ def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int =
         raise ClusteringError(f"k_range starts at {low} but the input has only {high} distinct rows.")
     sweep = []
     for k in range(low, high + 1):
+        interrupt.check()
         model = fit(X, model_type, k, seed, **fit_options)
         labels, _, _ = model.assign(X)
         sweep.append({"k": k, **metrics(X, labels, model, seed)})
@@ -201,6 +203,7 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, init="k-means++")
     previous, done = None, 0
     for done in range(1, passes + 1):
+        interrupt.check()
         for X in batches():
             if not hasattr(km, "cluster_centers_") and len(X) < k:
                 raise ClusteringError(f"the first batch has {len(X)} rows, fewer than n_clusters={k}; "
@@ -208,7 +211,7 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
             km.partial_fit(X)
         shift = np.inf if previous is None else np.abs(km.cluster_centers_ - previous).max()
         previous = km.cluster_centers_.copy()
-        log.info(f"mini-batch k-means pass {done}: largest centre move {shift:.3g}")
+        log.debug(f"mini-batch k-means pass {done}: largest centre move {shift:.3g}")
         if shift <= tol:
             break
     return ClusterModel("kmeans", km.cluster_centers_.copy(), info={"iterations": done})
@@ -224,9 +227,10 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
     model = fit(first, "em", k, seed, covariance_type=covariance_type)
     previous, done = -np.inf, 0
     for done in range(1, passes + 1):
+        interrupt.check()
         stats, log_likelihood = _em_statistics(model, batches)
         model = _m_step(stats, covariance_type, reg)
-        log.info(f"EM pass {done}: mean log-likelihood {log_likelihood:.6g}")
+        log.debug(f"EM pass {done}: mean log-likelihood {log_likelihood:.6g}")
         if abs(log_likelihood - previous) < tol:
             break
         previous = log_likelihood

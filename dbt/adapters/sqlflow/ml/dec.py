@@ -12,6 +12,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
+from dbt.adapters.sqlflow import interrupt
+
 from dbt.adapters.sqlflow.ml import keras_models, networks
 
 _CLUSTERING_LAYER = None
@@ -136,6 +138,7 @@ def fit(data: Union[np.ndarray, Batches], k: int, options: Dict, pretrained: Opt
     sample = data.head() if isinstance(data, Batches) else data
     tried, best, best_score = [], None, -np.inf
     for attempt in range(restarts):
+        interrupt.check()
         model = _fit_once(data, k, {**options, "seed": seed + attempt}, pretrained)
         score = separation(model, sample, seed)
         tried.append({"seed": seed + attempt, "silhouette": score, "k": model.k})
@@ -297,10 +300,12 @@ def _train_clusters(model, targets, options: Dict, info: Dict, labels: Optional[
             if labels is not None:
                 change = float((new != labels).mean())
                 info["label_change"].append(change)
-                keras_models.log.info(f"DEC iteration {iteration}: {change:.4f} of labels changed")
+                keras_models.log.debug(f"DEC iteration {iteration}: {change:.4f} of labels changed")
                 if iteration > 0 and change < tol:
                     break
             labels = new
+        if iteration % 10 == 0:
+            interrupt.check()
         X, p = targets.next_batch()
         info["loss"].append(float(model.train_on_batch(X, p)))
     info["iterations"] = len(info["loss"])

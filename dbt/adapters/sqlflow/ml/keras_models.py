@@ -18,6 +18,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from dbt.adapters.sqlflow import interrupt
+from dbt.adapters.sqlflow.errors import ArtifactError
+
 log = logging.getLogger("dbt_sqlflow.ml")
 _tf_lock = threading.RLock()
 _depth = [0]  # nesting of tensorflow_session in this process (the lock is re-entrant)
@@ -77,11 +80,16 @@ class _ProgressLog:
             def on_epoch_begin(self, epoch, logs=None):
                 self.started = time.perf_counter()
 
+            def on_train_batch_end(self, batch, logs=None):
+                interrupt.check()  # Ctrl-C stops within one batch
+
             def on_epoch_end(self, epoch, logs=None):
                 seconds.append(time.perf_counter() - self.started)
                 logs = logs or {}
                 held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
-                log.info(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
+                # a handful of progress lines per run; every epoch goes to the debug log
+                shown = (epoch + 1) % max(1, total // 5) == 0 or epoch == 0
+                (log.info if shown else log.debug)(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
                          f" ({seconds[-1]:.2f} s)")
 
         return Callback()
@@ -133,7 +141,11 @@ def from_bytes(keras, data: bytes):
         path = os.path.join(folder, "model.keras")
         with open(path, "wb") as f:
             f.write(data)
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        try:
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # truncated, corrupt, or code that safe mode refuses to run
+            log.debug(f"the .keras artifact did not load: {type(exc).__name__}: {exc}")
+            raise ArtifactError() from None
 
 
 def dense_weights(model, layer: str = "linear"):

@@ -14,12 +14,12 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from dbt.adapters.sqlflow.errors import EncodingError
+
 OTHER = "__other__"
 MISSING = "__missing__"
 
 
-class EncodingError(ValueError):
-    pass
 
 
 @dataclass
@@ -83,6 +83,7 @@ class FeatureEncoder:
         self.null_handling = null_handling
         self.max_input_attributes = max_input_attributes
         self.features_: List[dict] = []
+        self.dropped_: List[str] = []  # features and states cut by max_input_attributes
 
     # ---- fitting
 
@@ -140,6 +141,8 @@ class FeatureEncoder:
             key=lambda t: (-t[0], t[1], t[2]),
         )
         keep = {(name, s) for _, name, s in ranked[:max(budget, 0)]}
+        self.dropped_ = [f["name"] for f in self.features_ if f.get("dropped")]
+        self.dropped_ += [f"{name}={s}" for _, name, s in ranked[max(budget, 0):]]
         for f in self.features_:
             if f["kind"] == "categorical":
                 f["states"] = [s for s in f["states"] if (f["name"], s) in keep]

@@ -5,11 +5,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from dbt.adapters.sqlflow.errors import TargetError
+
 from dbt.adapters.sqlflow.ml import keras_models
 
 
-class TargetError(ValueError):
-    pass
 
 
 def class_name(value) -> str:

@@ -13,9 +13,22 @@
   {{ relation.incorporate(path={'identifier': adapter.sqlflow_side_identifier(relation.identifier, suffix)}) }}
 {%- endmacro %}
 
+{#- A SQL string literal: quotes doubled, so no relation name can end the literal. -#}
+{% macro _sqlflow_literal(value) -%}
+  '{{ (value | string).replace("'", "''") }}'
+{%- endmacro %}
+
+{#- The registry rows of one model: keyed by its relation (database, schema, identifier), so an alias
+    is followed and models of the same name in two schemas or targets never mix. -#}
+{% macro _sqlflow_rows_of(relation) -%}
+  relation_database = {{ _sqlflow_literal(relation.database or target.database) }}
+  and relation_schema = {{ _sqlflow_literal(relation.schema) }}
+  and relation_identifier = {{ _sqlflow_literal(relation.identifier) }}
+{%- endmacro %}
+
 {% macro _sqlflow_latest(relation) -%}
   (select * from {{ sqlflow_registry_relation() }}
-   where model_name = '{{ relation.identifier }}'
+   where {{ _sqlflow_rows_of(relation) }}
    order by version desc limit 1)
 {%- endmacro %}
 
@@ -33,9 +46,9 @@
 
 {% macro ml_versions(relation, alias='ml_versions') -%}
   (select model_name, version, model_type, materialization, row_count, metrics, options, trained_at,
-          invocation_id, input_fingerprint
+          invocation_id, input_fingerprint, unique_id
    from {{ sqlflow_registry_relation() }}
-   where model_name = '{{ relation.identifier }}') as {{ adapter.quote(alias) }}
+   where {{ _sqlflow_rows_of(relation) }}) as {{ adapter.quote(alias) }}
 {%- endmacro %}
 
 {% macro ml_evaluate(relation, alias='ml_evaluate') -%}

@@ -1,56 +1,134 @@
 {#
   The skeleton shared by cluster, ml_train and ml_predict: the table materialization's steps
-  (hooks, grants, docs, commit), with the Python side writing every output under an intermediate
-  name and one short transaction swapping them all in. A failure anywhere leaves the previous
-  relations and the registry as they were.
+  (hooks, grants, docs, indexes, commit), with the Python side writing every output under an
+  intermediate name and one short transaction swapping them all in. A failure anywhere leaves the
+  previous relations and the registry as they were.
 #}
 {% macro sqlflow_ml_node(materialization, side_suffixes=[]) %}
   {%- set options = adapter.sqlflow_options(materialization, model.config, model.name) -%}
+  {%- do sqlflow_reject_unsupported_configs(materialization) -%}
   {%- set target_relation = this.incorporate(type='table') -%}
-  {%- set outputs = [(target_relation, load_cached_relation(this))] -%}
+  {%- set existing = load_cached_relation(this) -%}
+  {%- set outputs = [(target_relation, existing)] -%}
   {%- for suffix in side_suffixes -%}
     {%- set side = this.incorporate(path={'identifier': adapter.sqlflow_side_identifier(this.identifier, suffix)}, type='table') -%}
     {%- do outputs.append((side, adapter.get_relation(database=side.database, schema=side.schema, identifier=side.identifier))) -%}
   {%- endfor -%}
+  {#- side tables of an earlier cluster build that this materialization does not write -#}
+  {%- set stale = adapter.sqlflow_stale_side_tables(this, ['centroids', 'profile'] | reject('in', side_suffixes) | list) -%}
 
   {%- set staged = [] -%}
-  {%- for relation, existing in outputs -%}
+  {%- for relation, previous in outputs -%}
     {%- set intermediate = make_intermediate_relation(relation) -%}
-    {%- set backup = make_backup_relation(relation, 'table') -%}
-    {%- do drop_relation_if_exists(intermediate) -%}
-    {%- do drop_relation_if_exists(backup) -%}
-    {%- do staged.append({'target': relation, 'existing': existing, 'intermediate': intermediate, 'backup': backup}) -%}
+    {#- the backup has the existing relation's type (a view stays a view), as dbt's table materialization does -#}
+    {%- set backup = make_backup_relation(relation, previous.type if previous is not none else 'table') -%}
+    {%- do drop_relation_if_exists(load_cached_relation(intermediate)) -%}
+    {%- do drop_relation_if_exists(load_cached_relation(backup)) -%}
+    {%- do staged.append({'target': relation, 'existing': previous, 'intermediate': intermediate, 'backup': backup}) -%}
   {%- endfor -%}
 
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {%- set sql_header = config.get('sql_header') -%}
+  {%- if sql_header -%}{%- do run_query(sql_header) -%}{%- endif -%}
 
   {%- set targets = {'main': staged[0].intermediate.render()} -%}
   {%- for suffix in side_suffixes -%}
     {%- do targets.update({suffix: staged[loop.index].intermediate.render()}) -%}
   {%- endfor -%}
-  {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation.render(),
-                                          invocation_id, outputs[0][1] is not none) -%}
+  {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation,
+                                          sqlflow_ref_relations(), invocation_id, existing is not none,
+                                          should_full_refresh(), (flags.EMPTY or false)) -%}
 
   {#- retrain='on_change' with nothing new: no intermediates were written, the relations stay -#}
-  {%- for s in (staged if response.code != 'UNCHANGED' else []) -%}
+  {%- set changed = response.code != 'UNCHANGED' -%}
+  {%- for s in (staged if changed else []) -%}
+    {%- if config.get('unlogged') -%}
+      {%- do run_query('alter table ' ~ s.intermediate ~ ' set unlogged') -%}
+    {%- endif -%}
     {%- if s.existing is not none -%}
       {%- do adapter.rename_relation(s.existing, s.backup) -%}
     {%- endif -%}
     {%- do adapter.rename_relation(s.intermediate, s.target) -%}
   {%- endfor -%}
+  {%- if changed -%}{%- do create_indexes(target_relation) -%}{%- endif -%}
   {% do store_result('main', response=response) %}
 
-  {% set should_revoke = should_revoke(outputs[0][1], full_refresh_mode=True) %}
-  {% do apply_grants(target_relation, config.get('grants'), should_revoke=should_revoke) %}
+  {%- for s in staged -%}
+    {% do apply_grants(s.target, config.get('grants'), should_revoke=should_revoke(s.existing, full_refresh_mode=True)) %}
+  {%- endfor -%}
   {% do persist_docs(target_relation, model) %}
+  {%- if config.persist_relation_docs() -%}
+    {%- for s in staged[1:] -%}
+      {%- do run_query(alter_relation_comment(s.target, 'The ' ~ side_suffixes[loop.index0] ~ ' of the '
+                                    ~ materialization ~ ' model ' ~ model.name ~ ' (dbt-sqlflow side table, rebuilt with it).')) -%}
+    {%- endfor -%}
+  {%- endif -%}
 
   {{ run_hooks(post_hooks, inside_transaction=True) }}
+  {%- for relation in stale -%}
+    {%- do drop_relation_if_exists(relation) -%}
+  {%- endfor -%}
   {{ adapter.commit() }}
   {%- for s in staged -%}
     {%- do drop_relation_if_exists(s.backup) -%}
   {%- endfor -%}
   {{ run_hooks(post_hooks, inside_transaction=False) }}
 
-  {{ return({'relations': [target_relation]}) }}
+  {{ return({'relations': staged | map(attribute='target') | list}) }}
 {% endmacro %}
+
+
+{#- The models this node refs, by name: config keys that name a model (model=, pretrained_model=)
+    resolve to the ref'd relation, so an alias or a custom schema is followed. -#}
+{% macro sqlflow_ref_relations() %}
+  {%- set refs = {} -%}
+  {%- for node_id in model.depends_on.nodes -%}
+    {%- set node = graph.nodes.get(node_id) -%}
+    {%- if node is not none and node.resource_type == 'model' -%}
+      {%- do refs.update({node.name: {'database': node.database, 'schema': node.schema,
+                                      'identifier': node.alias or node.name}}) -%}
+    {%- endif -%}
+  {%- endfor -%}
+  {{ return(refs) }}
+{% endmacro %}
+
+
+{#- Table configs an ML node cannot honour fail the node instead of being ignored. -#}
+{% macro sqlflow_reject_unsupported_configs(materialization) %}
+  {%- if model.contract and model.contract.enforced -%}
+    {{ exceptions.raise_compiler_error(
+         materialization ~ " model '" ~ model.name ~ "' has contract: {enforced: true}, but an ML node's columns "
+         ~ "are set by the model (its outputs), not by a contract. Remove the contract, or enforce it on a view "
+         ~ "or table model that selects from this one.") }}
+  {%- endif -%}
+{% endmacro %}
+
+
+{#- dbt's own materializations, plus one step: a relation that was a cluster model loses the side
+    tables (`__centroids`, `__profile`) the macros would otherwise still read. -#}
+{% macro sqlflow_drop_stale_side_tables() %}
+  {%- set stale = adapter.sqlflow_stale_side_tables(this, ['centroids', 'profile']) -%}
+  {#- after dbt's commit, as its own backup drop: each statement commits by itself -#}
+  {%- for relation in stale -%}
+    {%- do drop_relation_if_exists(relation) -%}
+  {%- endfor -%}
+{% endmacro %}
+
+{% materialization table, adapter='sqlflow' %}
+  {%- set relations = dbt.materialization_table_default() -%}
+  {%- do sqlflow_drop_stale_side_tables() -%}
+  {{ return(relations) }}
+{% endmaterialization %}
+
+{% materialization view, adapter='sqlflow' %}
+  {%- set relations = dbt.materialization_view_default() -%}
+  {%- do sqlflow_drop_stale_side_tables() -%}
+  {{ return(relations) }}
+{% endmaterialization %}
+
+{% materialization incremental, adapter='sqlflow' %}
+  {%- set relations = dbt.materialization_incremental_default() -%}
+  {%- do sqlflow_drop_stale_side_tables() -%}
+  {{ return(relations) }}
+{% endmaterialization %}
