@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := setup.py $(shell find dbt -name '*.py' -o -name '*.sql' -o -name '*.yml')
 
-.PHONY: demo test test-server bench stop clean
+.PHONY: demo test test-server lint bench stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # a real (non-editable) install, as users get it; reinstalled without deps when the sources change
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/pip install --quiet '.[all,test,bench]'
+	$(BIN)/pip install --quiet '.[all,test,bench,lint]'
 	$(BIN)/pip install --quiet --no-deps --force-reinstall .
 	touch $@
 
@@ -25,6 +25,12 @@ test: $(VENV)/.installed
 # the same suite on the machine's own PostgreSQL server (Debian's packages) instead of the embedded one
 test-server: $(VENV)/.installed
 	scripts/with-postgres-server.sh $(BIN)/pytest tests
+
+# ruff (format and lint, line length 99) and mypy on the package, as CI runs them
+lint: $(VENV)/.installed
+	$(BIN)/ruff format --check dbt
+	$(BIN)/ruff check dbt
+	$(BIN)/mypy dbt/adapters/sqlflow
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/io.py

@@ -41,5 +41,7 @@ setup(
         "all": tensorflow + embedded,
         "test": ["pytest>=8,<10", "dbt-tests-adapter>=1.10,<2", "setuptools>=68", "wheel"],
         "bench": ["pandas>=2,<4", "sqlalchemy>=2,<3"],
+        # mypy 2 needs pathspec>=1, which dbt-core 1.11 does not allow
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<2", "types-psycopg2>=2.9"],
     },
 )

@@ -43,8 +43,10 @@ def child_keras(dsn, pretrain_epochs, iterations):
     X = StandardScaler().fit_transform(np.column_stack([frame[f"m{i}"].values for i in range(1, 11)]))
     X = X.astype(np.float32)
     with keras_models.tensorflow_session(0) as keras:
-        ae = networks.build_autoencoder(keras, N_FEATURES, {"encode_units": UNITS, "activation": "relu"})
-        options = {"optimizer": "adam", "learning_rate": 0.001, "epochs": int(pretrain_epochs), "batch_size": BATCH}
+        from dbt.adapters.sqlflow.ml.params import Fitting
+
+        ae = networks.build_autoencoder(keras, N_FEATURES, UNITS, "relu")
+        options = Fitting(learning_rate=0.001, epochs=int(pretrain_epochs), batch_size=BATCH, seed=0)
         epochs = keras_models.fit(keras, ae, X, X, "mse", options).epoch_seconds
         encoder = keras.Model(ae.inputs, ae.get_layer("embedding").output)
         init = KMeans(K, n_init=20, random_state=0).fit(np.asarray(encoder(X)))

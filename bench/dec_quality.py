@@ -93,7 +93,10 @@ def main():
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
+    from dataclasses import replace
+
     from dbt.adapters.sqlflow.ml import dec
+    from dbt.adapters.sqlflow.ml.params import Dec
 
     print(f"### DEC quality: {args.rows:,} rows, 5 planted groups in 10 features, model seeds 0..{args.seeds - 1}")
     print(f"{dt.date.today()}, {machine()}\n")
@@ -104,10 +107,10 @@ def main():
         X, y = make(args.rows, np.random.default_rng(101))
         X = (X - X.mean(axis=0)) / X.std(axis=0)
         kmeans = adjusted_rand_score(y, KMeans(K, n_init=20, random_state=0).fit(X).labels_)
-        options = {"encode_units": [64, 64, dim], "pretrain_epochs": 100, "epochs": 20, "batch_size": 256,
-                   "learning_rate": 0.001, "update_interval": 140, "n_init": 20, "tol": 0.001,
-                   "activation": "relu", "run_pretrain": True}
-        models = [dec.fit(X, K, {**options, "seed": seed}) for seed in range(args.seeds)]
+        options = Dec(encode_units=[64, 64, dim], pretrain_epochs=100, epochs=20, batch_size=256, learning_rate=0.001,
+                      update_interval=140, n_init=20, tol=0.001, activation="relu", run_pretrain=True,
+                      k_range=[2, 10], restarts=1, seed=0)
+        models = [dec.fit(X, K, replace(options, seed=seed)) for seed in range(args.seeds)]
         scores = [adjusted_rand_score(y, model.assign(X)[0]) for model in models]
         # restarts=<seeds> keeps the model with the best silhouette in its own embedding: no labels used
         kept = int(np.argmax([dec.separation(model, X, 0) for model in models]))

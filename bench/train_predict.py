@@ -40,7 +40,9 @@ def child_keras(dsn, epochs):
     frame = read_frame(psycopg2.connect(dsn), "select * from points")
     X = StandardScaler().fit_transform(np.column_stack([frame[f"x{i}"].values for i in range(N_FEATURES)]))
     y = frame["y"].values.astype(np.float32)
-    options = {"optimizer": "adam", "learning_rate": 0.05, "epochs": int(epochs), "batch_size": 1024}
+    from dbt.adapters.sqlflow.ml.params import Fitting
+
+    options = Fitting(learning_rate=0.05, epochs=int(epochs), batch_size=1024, seed=0)
     with keras_models.tensorflow_session(0) as keras:
         model = keras_models.build_linear(keras, X.shape[1], 1, "sigmoid", 0.0, 0.0)
         history = keras_models.fit(keras, model, X.astype(np.float32), y, "binary_crossentropy", options)

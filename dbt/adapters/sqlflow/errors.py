@@ -35,8 +35,10 @@ class ArtifactError(SqlflowError):
 
     def __init__(self, model_name: str = "the model", version: object = "?"):
         self.model_name, self.version = model_name, version
-        super().__init__(f"the stored artifact of {model_name} v{version} is unreadable or unsafe; retrain it "
-                         f"(dbt run -s {model_name} --full-refresh).")
+        super().__init__(
+            f"the stored artifact of {model_name} v{version} is unreadable or unsafe; retrain it "
+            f"(dbt run -s {model_name} --full-refresh)."
+        )
 
 
 class Cancelled(SqlflowError):

@@ -61,10 +61,19 @@ class SqlflowAdapter(PostgresAdapter):
         interrupt.reset()  # a new invocation: an earlier Ctrl-C in this process is over
 
     @available
-    def sqlflow_run(self, materialization: str, model: Dict, sql: str, targets: Dict[str, Optional[str]],
-                    relation: BaseRelation, refs: Optional[Dict[str, Dict]] = None,
-                    invocation_id: Optional[str] = None, relation_exists: bool = False,
-                    full_refresh: bool = False, empty: bool = False) -> AdapterResponse:
+    def sqlflow_run(
+        self,
+        materialization: str,
+        model: Dict,
+        sql: str,
+        targets: Dict[str, Optional[str]],
+        relation: BaseRelation,
+        refs: Optional[Dict[str, Dict]] = None,
+        invocation_id: Optional[str] = None,
+        relation_exists: bool = False,
+        full_refresh: bool = False,
+        empty: bool = False,
+    ) -> AdapterResponse:
         """Train (or score) the node into the intermediate tables named by `targets`: the job's read
         phase, a commit (so no lock is held while it trains), then its fit-and-write phase, which the
         materialization swaps in and commits."""
@@ -74,17 +83,30 @@ class SqlflowAdapter(PostgresAdapter):
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
         connection = self.connections.get_thread_connection()
-        if not connection.transaction_open:  # dbt's commit at the end expects the transaction it began
+        if (
+            not connection.transaction_open
+        ):  # dbt's commit at the end expects the transaction it began
             self.connections.begin()
         ctx = JobContext(
-            conn=connection.handle, sql=sql, options=options, materialization=materialization,
-            model_name=model["name"], unique_id=model.get("unique_id"),
+            conn=connection.handle,
+            sql=sql,
+            options=options,
+            materialization=materialization,
+            model_name=model["name"],
+            unique_id=model.get("unique_id"),
             node=registry.ModelKey(relation.database, relation.schema, relation.identifier),
             registry_table=registry.table_name(schema, self.config.credentials.database),
-            registry_schema=schema, targets=Targets(**targets), invocation_id=invocation_id,
-            relation_exists=relation_exists, full_refresh=full_refresh, empty=empty,
-            refs={name: registry.ModelKey(r["database"], r["schema"], r["identifier"])
-                  for name, r in (refs or {}).items()})
+            registry_schema=schema,
+            targets=Targets(**targets),
+            invocation_id=invocation_id,
+            relation_exists=relation_exists,
+            full_refresh=full_refresh,
+            empty=empty,
+            refs={
+                name: registry.ModelKey(r["database"], r["schema"], r["identifier"])
+                for name, r in (refs or {}).items()
+            },
+        )
         job = jobs.for_node(materialization, options["model_type"])
         with self._user_facing_errors(model["name"]):
             state = job.read(ctx)
@@ -93,22 +115,34 @@ class SqlflowAdapter(PostgresAdapter):
                 outcome = job.fit_and_write(ctx, state)
             finally:
                 job.close(state)
-        code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[materialization]
+        code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[
+            materialization
+        ]
         code = "UNCHANGED" if outcome.unchanged else code
         return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
 
     @available
-    def sqlflow_stale_side_tables(self, relation: BaseRelation, suffixes: List[str]) -> List[BaseRelation]:
+    def sqlflow_stale_side_tables(
+        self, relation: BaseRelation, suffixes: List[str]
+    ) -> List[BaseRelation]:
         """Side tables a cluster build left beside a relation that is now built otherwise: the registry
         must say the relation was a cluster model, so a user's own `x__profile` table is never touched."""
         from dbt.adapters.sqlflow import registry
 
-        found = [self.get_relation(relation.database, relation.schema,
-                                   self.sqlflow_side_identifier(relation.identifier, s)) for s in suffixes]
+        found = [
+            self.get_relation(
+                relation.database,
+                relation.schema,
+                self.sqlflow_side_identifier(relation.identifier, s),
+            )
+            for s in suffixes
+        ]
         found = [r for r in found if r is not None]
         if not found:
             return []
-        table = registry.table_name(self.sqlflow_registry_schema(), self.config.credentials.database)
+        table = registry.table_name(
+            self.sqlflow_registry_schema(), self.config.credentials.database
+        )
         key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
         handle = self.connections.get_thread_connection().handle
         return found if registry.trained_with_side_tables(handle, table, key) else []
@@ -128,10 +162,14 @@ class SqlflowAdapter(PostgresAdapter):
             raise DbtDatabaseError(f"{model_name}: {str(exc).strip()}") from exc
         except (DbtRuntimeError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # a bug of ours: still one readable line, the traceback in the debug log
+        except (
+            Exception
+        ) as exc:  # a bug of ours: still one readable line, the traceback in the debug log
             logger.debug(traceback.format_exc())
-            raise DbtRuntimeError(f"{model_name}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
-                                  f"This is a bug; the traceback is in logs/dbt.log.") from exc
+            raise DbtRuntimeError(
+                f"{model_name}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
+                f"This is a bug; the traceback is in logs/dbt.log."
+            ) from exc
 
 
 log_bridge.install()

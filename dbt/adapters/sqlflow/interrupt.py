@@ -1,6 +1,7 @@
 """Ctrl-C reaches dbt's main thread only; the thread training a model learns of it from this flag,
 which the connection manager sets when dbt cancels the open connections. Long loops (epochs, EM
 iterations, k sweeps, restarts) call `check()` between steps and stop within one step."""
+
 import threading
 
 from dbt.adapters.sqlflow.errors import Cancelled

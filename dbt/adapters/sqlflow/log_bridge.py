@@ -1,4 +1,5 @@
 """Routes the standard-library logger of the dbt-free layers (data, ml) into dbt's own log."""
+
 import logging
 
 from dbt.adapters.events.logging import AdapterLogger

@@ -1,5 +1,6 @@
 """The ML config keys: which apply to which materialization and model type, their defaults, and the
 checks that turn a mistyped or misplaced key into a message naming the key and the fix."""
+
 import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -8,15 +9,51 @@ from dbt.adapters.sqlflow.errors import OptionError
 
 # dbt's own node config keys (NodeConfig and friends): never ours to judge.
 DBT_KEYS = {
-    "alias", "batch_size", "begin", "column_types", "concurrent_batches", "contract", "database", "docs",
-    "enabled", "event_time", "full_refresh", "grants", "group", "incremental_strategy", "lookback",
-    "materialized", "meta", "on_configuration_change", "on_schema_change", "packages", "persist_docs",
-    "post_hook", "pre_hook", "post-hook", "pre-hook", "quoting", "schema", "static_analysis", "tags",
-    "unique_key", "access", "docs", "description", "sql_header", "unlogged", "indexes", "fail_calc",
-    "warn_if", "error_if", "severity", "store_failures", "store_failures_as", "limit", "where",
+    "alias",
+    "batch_size",
+    "begin",
+    "column_types",
+    "concurrent_batches",
+    "contract",
+    "database",
+    "docs",
+    "enabled",
+    "event_time",
+    "full_refresh",
+    "grants",
+    "group",
+    "incremental_strategy",
+    "lookback",
+    "materialized",
+    "meta",
+    "on_configuration_change",
+    "on_schema_change",
+    "packages",
+    "persist_docs",
+    "post_hook",
+    "pre_hook",
+    "post-hook",
+    "pre-hook",
+    "quoting",
+    "schema",
+    "static_analysis",
+    "tags",
+    "unique_key",
+    "access",
+    "docs",
+    "description",
+    "sql_header",
+    "unlogged",
+    "indexes",
+    "fail_calc",
+    "warn_if",
+    "error_if",
+    "severity",
+    "store_failures",
+    "store_failures_as",
+    "limit",
+    "where",
 }
-
-
 
 
 @dataclass(frozen=True)
@@ -38,7 +75,9 @@ def _is_number(v, low=None, strict=False):
 
 
 def _is_name_list(v):
-    return isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+    return isinstance(v, str) or (
+        isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+    )
 
 
 def _one_of(*values):
@@ -48,16 +87,30 @@ def _one_of(*values):
 COMMON = [
     Option("model_type", None, lambda v: isinstance(v, str), "a model type name"),
     Option("features", None, lambda v: v is None or _is_name_list(v), "a list of column names"),
-    Option("key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"),
+    Option(
+        "key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"
+    ),
     Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
     Option("exclude", [], _is_name_list, "a list of column names"),
     Option("predict_only", [], _is_name_list, "a list of column names"),
-    Option("normalize", "zscore", _one_of("zscore", "minmax", "none"), "'zscore', 'minmax' or 'none'"),
+    Option(
+        "normalize", "zscore", _one_of("zscore", "minmax", "none"), "'zscore', 'minmax' or 'none'"
+    ),
     Option("max_states", 100, lambda v: _is_int(v, 1), "a whole number >= 1"),
     Option("max_input_attributes", 255, lambda v: _is_int(v, 1), "a whole number >= 1"),
-    Option("null_handling", "impute", _one_of("error", "impute", "indicator"), "'error', 'impute' or 'indicator'"),
+    Option(
+        "null_handling",
+        "impute",
+        _one_of("error", "impute", "indicator"),
+        "'error', 'impute' or 'indicator'",
+    ),
     Option("seed", 0, lambda v: _is_int(v, 0), "a whole number >= 0"),
-    Option("sample_size", 50_000, lambda v: _is_int(v, 0), "a whole number >= 0 (0 = all rows in one pass)"),
+    Option(
+        "sample_size",
+        50_000,
+        lambda v: _is_int(v, 0),
+        "a whole number >= 0 (0 = all rows in one pass)",
+    ),
     Option("retrain", "always", _one_of("always", "on_change"), "'always' or 'on_change'"),
 ]
 
@@ -65,18 +118,34 @@ CLUSTER_TYPES = ("kmeans", "em")
 DEC = ("dec",)
 CLUSTER = [
     Option("n_clusters", 10, lambda v: _is_int(v, 0), "a whole number >= 0 (0 = choose k)"),
-    Option("k_range", [2, 10], lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-           and all(_is_int(x, 2) for x in v) and v[0] <= v[1], "[min, max] with 2 <= min <= max"),
+    Option(
+        "k_range",
+        [2, 10],
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(_is_int(x, 2) for x in v)
+            and v[0] <= v[1]
+        ),
+        "[min, max] with 2 <= min <= max",
+    ),
     Option("scalable", False, lambda v: isinstance(v, bool), "true or false", CLUSTER_TYPES),
     Option("max_iter", None, lambda v: v is None or _is_int(v, 1), "a whole number >= 1"),
     Option("tol", None, lambda v: v is None or _is_number(v, 0), "a number >= 0"),
     Option("n_init", 1, lambda v: _is_int(v, 1), "a whole number >= 1", ("kmeans", "dec")),
-    Option("covariance_type", "diag", _one_of("diag", "full", "spherical", "tied"),
-           "'diag', 'full', 'spherical' or 'tied'", ("em",)),
+    Option(
+        "covariance_type",
+        "diag",
+        _one_of("diag", "full", "spherical", "tied"),
+        "'diag', 'full', 'spherical' or 'tied'",
+        ("em",),
+    ),
     Option("minimum_support", 1, lambda v: _is_int(v, 1), "a whole number >= 1", CLUSTER_TYPES),
     Option("output_probabilities", False, lambda v: isinstance(v, bool), "true or false"),
     Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
-    Option("label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"),
+    Option(
+        "label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"
+    ),
 ]
 LINEAR_TYPES = ("linear_regression", "logistic_regression")
 NETWORK_TYPES = ("factorization_machine", "dnn_regressor", "dnn_classifier", "autoencoder")
@@ -87,35 +156,106 @@ SUPERVISED = tuple(t for t in KERAS_TYPES if t != "autoencoder")
 
 def _units(v):
     return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x, 1) for x in v)
+
+
 TRAIN = [
-    Option("learning_rate", 0.05, lambda v: _is_number(v, 0, strict=True), "a number > 0", KERAS_TYPES + DEC),
+    Option(
+        "learning_rate",
+        0.05,
+        lambda v: _is_number(v, 0, strict=True),
+        "a number > 0",
+        KERAS_TYPES + DEC,
+    ),
     Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
     Option("batch_size", 256, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
-    Option("optimizer", "adam", _one_of("sgd", "adam", "adagrad", "rmsprop", "ftrl"),
-           "'sgd', 'adam', 'adagrad', 'rmsprop' or 'ftrl'", KERAS_TYPES),
+    Option(
+        "optimizer",
+        "adam",
+        _one_of("sgd", "adam", "adagrad", "rmsprop", "ftrl"),
+        "'sgd', 'adam', 'adagrad', 'rmsprop' or 'ftrl'",
+        KERAS_TYPES,
+    ),
     Option("l1", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
     Option("l2", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
-    Option("early_stopping", 0, lambda v: _is_int(v, 0), "a patience in epochs (0 = off)", KERAS_TYPES),
-    Option("validation_split", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", KERAS_TYPES),
-    Option("data_split", "random", lambda v: isinstance(v, str) and v != "",
-           "'random', 'seq' or the name of a boolean column (true = held out)", KERAS_TYPES),
-    Option("class_weight", None, lambda v: v is None or v == "balanced" or isinstance(v, dict),
-           "'balanced' or a map of class to weight", CLASSIFIERS),
-    Option("label", None, lambda v: isinstance(v, str) and v != "", "the name of the target column", SUPERVISED),
-    Option("memory_budget_mb", 1024, lambda v: _is_number(v, 0), "megabytes >= 0 (0 = always stream)",
-           KERAS_TYPES + DEC),
-    Option("n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)),
-    Option("hidden_units", [64, 32], _units, "a list of layer sizes, e.g. [64, 32]", ("dnn_regressor", "dnn_classifier")),
-    Option("dropout", 0.0, lambda v: _is_number(v, 0) and v < 1, "a fraction in [0, 1)", ("dnn_regressor", "dnn_classifier")),
-    Option("activation", "relu", _one_of("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish"),
-           "'relu', 'tanh', 'sigmoid', 'elu', 'selu', 'gelu' or 'swish'",
-           ("dnn_regressor", "dnn_classifier", "autoencoder", "dec")),
-    Option("encode_units", [100, 10], _units, "a list of encoder layer sizes, e.g. [100, 7]", ("autoencoder", "dec")),
+    Option(
+        "early_stopping", 0, lambda v: _is_int(v, 0), "a patience in epochs (0 = off)", KERAS_TYPES
+    ),
+    Option(
+        "validation_split",
+        0.0,
+        lambda v: _is_number(v, 0) and v < 1,
+        "a fraction in [0, 1)",
+        KERAS_TYPES,
+    ),
+    Option(
+        "data_split",
+        "random",
+        lambda v: isinstance(v, str) and v != "",
+        "'random', 'seq' or the name of a boolean column (true = held out)",
+        KERAS_TYPES,
+    ),
+    Option(
+        "class_weight",
+        None,
+        lambda v: v is None or v == "balanced" or isinstance(v, dict),
+        "'balanced' or a map of class to weight",
+        CLASSIFIERS,
+    ),
+    Option(
+        "label",
+        None,
+        lambda v: isinstance(v, str) and v != "",
+        "the name of the target column",
+        SUPERVISED,
+    ),
+    Option(
+        "memory_budget_mb",
+        1024,
+        lambda v: _is_number(v, 0),
+        "megabytes >= 0 (0 = always stream)",
+        KERAS_TYPES + DEC,
+    ),
+    Option(
+        "n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)
+    ),
+    Option(
+        "hidden_units",
+        [64, 32],
+        _units,
+        "a list of layer sizes, e.g. [64, 32]",
+        ("dnn_regressor", "dnn_classifier"),
+    ),
+    Option(
+        "dropout",
+        0.0,
+        lambda v: _is_number(v, 0) and v < 1,
+        "a fraction in [0, 1)",
+        ("dnn_regressor", "dnn_classifier"),
+    ),
+    Option(
+        "activation",
+        "relu",
+        _one_of("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish"),
+        "'relu', 'tanh', 'sigmoid', 'elu', 'selu', 'gelu' or 'swish'",
+        ("dnn_regressor", "dnn_classifier", "autoencoder", "dec"),
+    ),
+    Option(
+        "encode_units",
+        [100, 10],
+        _units,
+        "a list of encoder layer sizes, e.g. [100, 7]",
+        ("autoencoder", "dec"),
+    ),
 ]
 DEC_OPTIONS = [
     Option("run_pretrain", True, lambda v: isinstance(v, bool), "true or false", DEC),
-    Option("pretrained_model", None, lambda v: v is None or (isinstance(v, str) and v != ""),
-           "the name of an ml_train model of type autoencoder or dec", DEC),
+    Option(
+        "pretrained_model",
+        None,
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "the name of an ml_train model of type autoencoder or dec",
+        DEC,
+    ),
     Option("pretrain_epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", DEC),
     Option("restarts", 1, lambda v: _is_int(v, 1), "a whole number >= 1", DEC),
     Option("update_interval", 140, lambda v: _is_int(v, 1), "a whole number of batches >= 1", DEC),
@@ -126,15 +266,33 @@ TYPE_DEFAULTS = {"dec": {"learning_rate": 0.001, "epochs": 20, "n_init": 20, "to
 
 PREDICT = [
     Option("model", None, lambda v: isinstance(v, str) and v != "", "the name of a trained model"),
-    Option("version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"),
+    Option(
+        "version", None, lambda v: v is None or _is_int(v, 1) or v == "latest", "a version number"
+    ),
     Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
     Option("output_probabilities", False, lambda v: isinstance(v, bool), "true or false"),
-    Option("in_database", "auto", lambda v: v in ("auto", False, True, "false", "true"), "'auto' or false"),
-    Option("memory_budget_mb", 1024, lambda v: _is_number(v, 0), "megabytes >= 0 (0 = always read in batches)"),
-    Option("sample_size", 50_000, lambda v: _is_int(v, 1), "a whole number of rows per batch >= 1"),
+    Option(
+        "in_database",
+        "auto",
+        lambda v: v in ("auto", False, True, "false", "true"),
+        "'auto' or false",
+    ),
+    Option(
+        "memory_budget_mb",
+        1024,
+        lambda v: _is_number(v, 0),
+        "megabytes >= 0 (0 = always read in batches)",
+    ),
+    Option(
+        "sample_size", 50_000, lambda v: _is_int(v, 1), "a whole number of rows per batch >= 1"
+    ),
 ]
 
-MODEL_TYPES = {"cluster": CLUSTER_TYPES + DEC, "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES, "ml_predict": ()}
+MODEL_TYPES = {
+    "cluster": CLUSTER_TYPES + DEC,
+    "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES,
+    "ml_predict": (),
+}
 
 
 def catalog(materialization: str, model_type: Optional[str] = None) -> List[Option]:
@@ -143,8 +301,19 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
     if model_type == "dec":
-        shared = [o for o in TRAIN if o.name in ("learning_rate", "epochs", "batch_size", "activation", "encode_units",
-                                                 "memory_budget_mb")]
+        shared = [
+            o
+            for o in TRAIN
+            if o.name
+            in (
+                "learning_rate",
+                "epochs",
+                "batch_size",
+                "activation",
+                "encode_units",
+                "memory_budget_mb",
+            )
+        ]
         return COMMON + CLUSTER + shared + DEC_OPTIONS
     return COMMON + CLUSTER
 
@@ -169,8 +338,10 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
         if model_type is None:
             raise OptionError(f"{where} needs model_type; one of {', '.join(allowed_types)}.")
         if model_type not in allowed_types:
-            raise OptionError(f"{where}: model_type '{model_type}' is not available here; "
-                              f"use one of {', '.join(allowed_types)}.")
+            raise OptionError(
+                f"{where}: model_type '{model_type}' is not available here; "
+                f"use one of {', '.join(allowed_types)}."
+            )
 
     resolved = {}
     for key, value in config.items():
@@ -179,20 +350,28 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
             continue
         if option is None:
             if key in _all_known_names():
-                raise OptionError(f"{where}: '{key}' does not apply to model_type '{model_type}'; "
-                                  f"remove it (valid keys: {', '.join(sorted(by_name))}).")
+                raise OptionError(
+                    f"{where}: '{key}' does not apply to model_type '{model_type}'; "
+                    f"remove it (valid keys: {', '.join(sorted(by_name))})."
+                )
             guess = _closest(key, _all_known_names())
             if guess:
                 raise OptionError(f"{where}: unknown config key '{key}'; did you mean '{guess}'?")
             continue  # a key of the project's own (for its macros): not ours to judge
         if option.applies is not None and model_type not in option.applies:
-            raise OptionError(f"{where}: '{key}' applies to model_type {', '.join(option.applies)} only, "
-                              f"not '{model_type}'; remove it.")
+            raise OptionError(
+                f"{where}: '{key}' applies to model_type {', '.join(option.applies)} only, "
+                f"not '{model_type}'; remove it."
+            )
         if not option.check(value):
-            raise OptionError(f"{where}: {key}={value!r} is not valid; expected {option.expected}.")
+            raise OptionError(
+                f"{where}: {key}={value!r} is not valid; expected {option.expected}."
+            )
         resolved[key] = value
     for option in options:
-        if option.name not in resolved and (option.applies is None or model_type in option.applies):
+        if option.name not in resolved and (
+            option.applies is None or model_type in option.applies
+        ):
             default = TYPE_DEFAULTS.get(model_type, {}).get(option.name, option.default)
             resolved[option.name] = list(default) if isinstance(default, list) else default
     resolved["model_type"] = model_type
@@ -200,8 +379,10 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
         if isinstance(resolved.get(key), str):
             resolved[key] = [resolved[key]]
     if model_type in SUPERVISED and not resolved.get("label"):
-        raise OptionError(f"{where}: model_type '{model_type}' learns a target: name its column with "
-                          f"config(label='...').")
+        raise OptionError(
+            f"{where}: model_type '{model_type}' learns a target: name its column with "
+            f"config(label='...')."
+        )
     if materialization == "ml_predict" and not resolved.get("model"):
         raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")
     return resolved

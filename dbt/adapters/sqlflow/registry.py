@@ -1,4 +1,5 @@
 """The model registry: one row per trained version in `<registry_schema>.sqlflow_models`."""
+
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
@@ -118,7 +119,9 @@ class ModelVersion:
     row_count: int
     input_fingerprint: str
     sql_fingerprint: str
-    artifact: Optional[bytes] = None  # a `.keras` file, for models their weights table cannot score alone
+    artifact: Optional[bytes] = (
+        None  # a `.keras` file, for models their weights table cannot score alone
+    )
     key: Optional[ModelKey] = None
     unique_id: Optional[str] = None
 
@@ -138,22 +141,32 @@ def ensure(conn, table: str, schema: str) -> None:
         existed = cur.fetchone()[0] is not None
         cur.execute(DDL.format(table=table))
         if existed and not _has_column(cur, table, "relation_identifier"):
-            cur.execute("select conname from pg_constraint where conrelid = %s::regclass and contype = 'p'",
-                        (table,))
+            cur.execute(
+                "select conname from pg_constraint where conrelid = %s::regclass and contype = 'p'",
+                (table,),
+            )
             pkey = cur.fetchone()
-            cur.execute(MIGRATION.format(table=table, pkey=quote_ident(pkey[0] if pkey else TABLE + "_pkey")))
+            cur.execute(
+                MIGRATION.format(
+                    table=table, pkey=quote_ident(pkey[0] if pkey else TABLE + "_pkey")
+                )
+            )
         cur.execute("select relrowsecurity from pg_class where oid = %s::regclass", (table,))
         if not cur.fetchone()[0]:
             cur.execute(POLICY.format(table=table))
 
 
 def _has_column(cur, table: str, column: str) -> bool:
-    cur.execute("select 1 from pg_attribute where attrelid = %s::regclass and attname = %s and not attisdropped",
-                (table, column))
+    cur.execute(
+        "select 1 from pg_attribute where attrelid = %s::regclass and attname = %s and not attisdropped",
+        (table, column),
+    )
     return cur.fetchone() is not None
 
 
-def register(conn, table: str, version: ModelVersion, materialization: str, invocation_id: Optional[str]) -> int:
+def register(
+    conn, table: str, version: ModelVersion, materialization: str, invocation_id: Optional[str]
+) -> int:
     """Insert the next version of the model's relation; returns its number."""
     key = version.key
     with conn.cursor() as cur:
@@ -166,12 +179,27 @@ def register(conn, table: str, version: ModelVersion, materialization: str, invo
             f"sql_fingerprint, invocation_id, artifact, artifact_format, relation_database, relation_schema, "
             f"relation_identifier, unique_id) "
             f"values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (version.model_name, number, version.model_type, materialization, key.render(), dumps(version.options),
-             dumps(version.features), version.label, dumps(version.parameters), dumps(version.metrics),
-             dumps(version.training_info), version.row_count, version.input_fingerprint,
-             version.sql_fingerprint, invocation_id,
-             None if version.artifact is None else psycopg2.Binary(version.artifact),
-             None if version.artifact is None else "keras", *key.args, version.unique_id),
+            (
+                version.model_name,
+                number,
+                version.model_type,
+                materialization,
+                key.render(),
+                dumps(version.options),
+                dumps(version.features),
+                version.label,
+                dumps(version.parameters),
+                dumps(version.metrics),
+                dumps(version.training_info),
+                version.row_count,
+                version.input_fingerprint,
+                version.sql_fingerprint,
+                invocation_id,
+                None if version.artifact is None else psycopg2.Binary(version.artifact),
+                None if version.artifact is None else "keras",
+                *key.args,
+                version.unique_id,
+            ),
         )
     return number
 
@@ -181,14 +209,21 @@ def _exists(cur, table: str) -> bool:
     return cur.fetchone()[0] is not None
 
 
-def load(conn, table: str, key: ModelKey, version: Optional[int] = None, model_name: Optional[str] = None
-         ) -> ModelVersion:
+def load(
+    conn,
+    table: str,
+    key: ModelKey,
+    version: Optional[int] = None,
+    model_name: Optional[str] = None,
+) -> ModelVersion:
     """A registered version of the model at `key` (the latest when version is None), or RegistryError
     saying what exists."""
     name = model_name or key.identifier
     with conn.cursor() as cur:
         if not _exists(cur, table):
-            raise RegistryError(f"no model registry at {table}: train '{name}' first (dbt run -s {name}).")
+            raise RegistryError(
+                f"no model registry at {table}: train '{name}' first (dbt run -s {name})."
+            )
         if _has_column(cur, table, "relation_identifier"):
             where, args = _KEY, list(key.args)
         else:  # a registry not yet migrated (no model trained since the upgrade): by relation text
@@ -199,28 +234,53 @@ def load(conn, table: str, key: ModelKey, version: Optional[int] = None, model_n
         cur.execute(
             f"select model_name, version, model_type, options, features, label, parameters, metrics, "
             f"training_info, row_count, input_fingerprint, sql_fingerprint, artifact from {table} "
-            f"where {where} order by version desc limit 1", args)
+            f"where {where} order by version desc limit 1",
+            args,
+        )
         row = cur.fetchone()
         if row is None:
-            cur.execute(f"select coalesce(array_agg(version order by version), '{{}}') from {table} "
-                        f"where {base_where}", base_args)
+            cur.execute(
+                f"select coalesce(array_agg(version order by version), '{{}}') from {table} "
+                f"where {base_where}",
+                base_args,
+            )
             versions = cur.fetchone()[0]
             what = f"version {version} of model '{name}'" if version else f"model '{name}'"
-            raise RegistryError(f"{what} is not in the registry {table} (versions of {key.render()} there: "
-                                f"{versions or 'none'}); train it first (dbt run -s {name}).")
-    *fields, artifact = row
-    return ModelVersion(*fields, artifact=None if artifact is None else bytes(artifact), key=key)
+            raise RegistryError(
+                f"{what} is not in the registry {table} (versions of {key.render()} there: "
+                f"{versions or 'none'}); train it first (dbt run -s {name})."
+            )
+    names = (
+        "model_name",
+        "version",
+        "model_type",
+        "options",
+        "features",
+        "label",
+        "parameters",
+        "metrics",
+        "training_info",
+        "row_count",
+        "input_fingerprint",
+        "sql_fingerprint",
+    )
+    values: Dict[str, Any] = dict(zip(names, row[:-1]))
+    artifact = row[-1]
+    return ModelVersion(**values, artifact=None if artifact is None else bytes(artifact), key=key)
 
 
-def unchanged_version(conn, table: str, key: ModelKey, options: Dict, sql_fingerprint: str,
-                      input_fingerprint: str) -> Optional[int]:
+def unchanged_version(
+    conn, table: str, key: ModelKey, options: Dict, sql_fingerprint: str, input_fingerprint: str
+) -> Optional[int]:
     """The latest version if it was trained from the same SQL, options and input; else None."""
     with conn.cursor() as cur:
         if not _exists(cur, table) or not _has_column(cur, table, "relation_identifier"):
             return None
-        cur.execute(f"select version, options = %s::jsonb and sql_fingerprint = %s and input_fingerprint = %s "
-                    f"from {table} where {_KEY} order by version desc limit 1",
-                    (dumps(options), sql_fingerprint, input_fingerprint, *key.args))
+        cur.execute(
+            f"select version, options = %s::jsonb and sql_fingerprint = %s and input_fingerprint = %s "
+            f"from {table} where {_KEY} order by version desc limit 1",
+            (dumps(options), sql_fingerprint, input_fingerprint, *key.args),
+        )
         row = cur.fetchone()
     return row[0] if row and row[1] else None
 
@@ -230,7 +290,9 @@ def trained_with_side_tables(conn, table: str, key: ModelKey) -> bool:
     with conn.cursor() as cur:
         if not _exists(cur, table) or not _has_column(cur, table, "relation_identifier"):
             return False
-        cur.execute(f"select materialization = 'cluster' from {table} where {_KEY} order by version desc limit 1",
-                    key.args)
+        cur.execute(
+            f"select materialization = 'cluster' from {table} where {_KEY} order by version desc limit 1",
+            key.args,
+        )
         row = cur.fetchone()
     return bool(row and row[0])

@@ -1,5 +1,6 @@
 """SQL that scores rows inside PostgreSQL: the encoder's features as expressions, then linear models
 and k-means on top. Numbers are written as exact float8 literals (repr round-trips a double)."""
+
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -34,7 +35,9 @@ def feature_expressions(encoder_state: Dict, kinds: Dict[str, str], alias: str) 
         column = f"{alias}.{quote_ident(f['name'])}"
         if f["kind"] == "continuous":
             if not f.get("dropped"):
-                exprs.append(f"coalesce({_continuous(column, kinds.get(f['name'], 'float'))}, {literal(f['impute'])})")
+                exprs.append(
+                    f"coalesce({_continuous(column, kinds.get(f['name'], 'float'))}, {literal(f['impute'])})"
+                )
             if f["indicator"]:
                 exprs.append(f"({column} is null)::int")
             continue

@@ -2,9 +2,15 @@
 
 Nothing here imports dbt, so every piece runs and tests on a plain connection.
 """
+
 from dbt.adapters.sqlflow.data.frame import Column, Frame
 from dbt.adapters.sqlflow.data.pgtypes import UnsupportedTypeError
-from dbt.adapters.sqlflow.data.reader import BatchReader, DuplicateColumnError, describe, read_frame
+from dbt.adapters.sqlflow.data.reader import (
+    BatchReader,
+    DuplicateColumnError,
+    describe,
+    read_frame,
+)
 from dbt.adapters.sqlflow.data.writer import copy_in, create_table, write_frame
 
 __all__ = [

@@ -4,8 +4,9 @@ wherever the row width is fixed.
 A stream is a 19-byte header, then per row an int16 field count and per field an int32 length (-1 =
 NULL) followed by that many bytes, then an int16 -1 trailer. All integers are big-endian.
 """
+
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,12 +51,17 @@ def _full_width_records(buf: bytes, start: int, wires: Sequence[WireType]) -> Op
         return None
     records = np.frombuffer(buf, dtype, count=n_rows, offset=start)
     last = f"len{len(wires) - 1}"
-    if n_rows and not ((records["count"] == len(wires)).all() and (records[last] == dtype[f"val{len(wires) - 1}"].itemsize).all()):
+    if n_rows and not (
+        (records["count"] == len(wires)).all()
+        and (records[last] == dtype[f"val{len(wires) - 1}"].itemsize).all()
+    ):
         return None
     return records
 
 
-def _columns_of(records: np.ndarray, names: Sequence[str], block_rows: int = 16_384) -> List[np.ndarray]:
+def _columns_of(
+    records: np.ndarray, names: Sequence[str], block_rows: int = 16_384
+) -> List[np.ndarray]:
     """Native-endian column arrays of the records, converted a cache-sized block of rows at a time:
     column by column over the whole buffer would stream all of it through memory once per column."""
     columns = [np.empty(len(records), records.dtype[n].newbyteorder("=")) for n in names]
@@ -80,7 +86,7 @@ def _scan_rows(buf: bytes, pos: int, n_masks: int, widths: Sequence[int], n_var:
     unpack32, unpack64 = _INT32.unpack_from, _INT64.unpack_from
     mask_offsets = [pos_ + 6 for pos_ in range(0, 12 * n_masks, 12)]
     head = 2 + 12 * n_masks
-    fixed_width = {}
+    fixed_width: Dict[tuple, int] = {}
     end = len(buf) - len(TRAILER)
     starts, row_masks, positions, lengths = [], [], [], []
     while pos < end:
@@ -118,7 +124,9 @@ def _gather_fixed(buf: bytes, starts, row_masks, n_masks: int, fixed: Sequence[W
         present = offsets[~null]
         declared = raw[present[:, None] + np.arange(4)].view(">i4").ravel()
         if (declared != width).any():
-            raise CopyFormatError(f"field {j} is not {width} bytes wide where the NULL mask says it is set")
+            raise CopyFormatError(
+                f"field {j} is not {width} bytes wide where the NULL mask says it is set"
+            )
         values = np.zeros(len(starts), np.dtype(w.wire).newbyteorder("="))
         values[~null] = raw[present[:, None] + 4 + np.arange(width)].view(w.wire).ravel()
         arrays.append(values)
@@ -222,8 +230,12 @@ def _encode_general(fields, masks, n_rows: int) -> bytes:
     sizes = np.stack([4 + np.maximum(ln, 0) for ln in lengths], axis=1)  # (rows, fields)
     row_sizes = 2 + sizes.sum(axis=1)
     row_starts = len(HEADER) + np.concatenate([[0], np.cumsum(row_sizes)[:-1]])
-    field_starts = row_starts[:, None] + 2 + np.concatenate(
-        [np.zeros((n_rows, 1), np.int64), np.cumsum(sizes, axis=1)[:, :-1]], axis=1
+    field_starts = (
+        row_starts[:, None]
+        + 2
+        + np.concatenate(
+            [np.zeros((n_rows, 1), np.int64), np.cumsum(sizes, axis=1)[:, :-1]], axis=1
+        )
     )
     out = np.empty(len(HEADER) + int(row_sizes.sum()) + len(TRAILER), np.uint8)
     out[: len(HEADER)] = np.frombuffer(HEADER, np.uint8)
@@ -243,7 +255,9 @@ def _encode_general(fields, masks, n_rows: int) -> bytes:
     return out.tobytes()
 
 
-def encode(fields: Sequence[Tuple[WireType, np.ndarray]], masks: Sequence[Optional[np.ndarray]]) -> bytes:
+def encode(
+    fields: Sequence[Tuple[WireType, np.ndarray]], masks: Sequence[Optional[np.ndarray]]
+) -> bytes:
     """A COPY binary stream of the given wire-typed columns; masks mark NULLs (None = no NULLs)."""
     n_rows = len(fields[0][1]) if fields else 0
     if all(w.wire is not None for w, _ in fields) and all(m is None for m in masks):

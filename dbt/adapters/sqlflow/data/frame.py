@@ -1,4 +1,5 @@
 """Columns of a query result held as numpy arrays, with NULL masks and their PostgreSQL types."""
+
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -25,7 +26,12 @@ class Column:
     @classmethod
     def of(cls, name: str, values, nulls=None, type: Optional[WireType] = None) -> "Column":
         values = np.asarray(values)
-        return cls(name, values, type or wire_type_for(values), None if nulls is None else np.asarray(nulls, bool))
+        return cls(
+            name,
+            values,
+            type or wire_type_for(values),
+            None if nulls is None else np.asarray(nulls, bool),
+        )
 
     @property
     def null_mask(self) -> np.ndarray:

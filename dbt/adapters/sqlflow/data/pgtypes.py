@@ -1,4 +1,5 @@
 """PostgreSQL types as the data path sees them: how each travels in COPY binary and lands in numpy."""
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -52,8 +53,15 @@ WIRE_TYPES = {
 _BY_OID = {t.oid: t for t in WIRE_TYPES.values()}
 
 # Read as text with a cast in SQL: PostgreSQL renders these well and they behave as categories.
-_TEXT_LIKE_OIDS = {1043: "varchar", 1042: "char", 19: "name", 18: "\"char\""}
-_TEXT_FALLBACK_OIDS = {2950: "uuid", 869: "inet", 650: "cidr", 829: "macaddr", 1083: "time", 1266: "timetz"}
+_TEXT_LIKE_OIDS = {1043: "varchar", 1042: "char", 19: "name", 18: '"char"'}
+_TEXT_FALLBACK_OIDS = {
+    2950: "uuid",
+    869: "inet",
+    650: "cidr",
+    829: "macaddr",
+    1083: "time",
+    1266: "timetz",
+}
 _TEXT_FALLBACK_CATEGORIES = {"E": "enum", "S": "string"}
 
 
@@ -88,7 +96,9 @@ def read_plan(column: str, oid: int, type_name: str, category: str) -> ReadPlan:
     if oid == 790:  # money
         return ReadPlan("{col}::numeric::double precision", WIRE_TYPES["double precision"], True)
     if oid == 1186:  # interval, as seconds
-        return ReadPlan("extract(epoch from {col})::double precision", WIRE_TYPES["double precision"], True)
+        return ReadPlan(
+            "extract(epoch from {col})::double precision", WIRE_TYPES["double precision"], True
+        )
     if oid in _TEXT_FALLBACK_OIDS or category in _TEXT_FALLBACK_CATEGORIES:
         return ReadPlan("{col}::text", WIRE_TYPES["text"], True)
     raise UnsupportedTypeError(column, type_name)

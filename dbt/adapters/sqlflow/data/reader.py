@@ -4,6 +4,7 @@ Each row carries a bigint NULL mask per 63 fixed-width columns ahead of its valu
 no NULLs and no text has rows of one width and decodes with a single `np.frombuffer`; otherwise a
 short Python scan per row finds the row starts (the mask gives the width of the fixed part at once).
 """
+
 import io
 import logging
 import math
@@ -63,7 +64,9 @@ def describe(conn, sql: str) -> List[SourceColumn]:
             raise DuplicateColumnError(name)
         seen.add(name)
         type_name, category = types.get(oid, (f"oid {oid}", ""))
-        columns.append(SourceColumn(name, oid, type_name, read_plan(name, oid, type_name, category)))
+        columns.append(
+            SourceColumn(name, oid, type_name, read_plan(name, oid, type_name, category))
+        )
     return columns
 
 
@@ -77,8 +80,10 @@ class ReadLayout:
         self.n_masks = math.ceil(len(self.fixed) / binary.MASK_BITS)
         for c in self.columns:
             if c.plan.fallback:
-                log.info(f'column "{c.name}" ({c.source_type}) is read through a slower conversion '
-                         f"as {c.plan.type.name}")
+                log.info(
+                    f'column "{c.name}" ({c.source_type}) is read through a slower conversion '
+                    f"as {c.plan.type.name}"
+                )
 
     def _value(self, c: SourceColumn) -> str:
         return c.plan.expression.format(col=f"{_SOURCE}.{quote_ident(c.name)}")
@@ -90,24 +95,32 @@ class ReadLayout:
             refs = [f"{_SOURCE}.{quote_ident(c.name)}" for c in group]
             bits = " | ".join(f"(({r} is null)::int::bigint << {i})" for i, r in enumerate(refs))
             # num_nulls is one cheap call; the bit arithmetic then runs only for rows that have NULLs
-            masks.append(f"case when num_nulls({', '.join(refs)}) = 0 then 0::bigint else {bits} end")
+            masks.append(
+                f"case when num_nulls({', '.join(refs)}) = 0 then 0::bigint else {bits} end"
+            )
         return masks
 
     def select_sql(self, sql: str) -> str:
         # masks first: one read at a row's start tells the width of all its fixed fields
         exprs = self._mask_expressions()
         exprs += [self._value(c) for c in self.fixed + self.text]
-        named = [f"{e} as __f{i}" for i, e in enumerate(exprs)]  # CREATE TABLE AS needs distinct names
+        named = [
+            f"{e} as __f{i}" for i, e in enumerate(exprs)
+        ]  # CREATE TABLE AS needs distinct names
         return f"select {', '.join(named)} from {_subquery(sql)}"
 
     @property
     def wires(self):
-        return [WIRE_TYPES["bigint"]] * self.n_masks + [c.plan.type for c in self.fixed + self.text]
+        return [WIRE_TYPES["bigint"]] * self.n_masks + [
+            c.plan.type for c in self.fixed + self.text
+        ]
 
     def frame(self, buf: bytes) -> Frame:
         _, arrays, nulls = binary.decode(buf, self.wires, self.n_masks)
         ordered = self.fixed + self.text
-        decoded = {c.name: (binary.to_numpy(a, c.plan.type), m) for c, a, m in zip(ordered, arrays, nulls)}
+        decoded = {
+            c.name: (binary.to_numpy(a, c.plan.type), m) for c, a, m in zip(ordered, arrays, nulls)
+        }
         return Frame([self._column(c, *decoded[c.name]) for c in self.columns])
 
     @staticmethod
@@ -147,10 +160,14 @@ class BatchReader:
             self.n_rows = cur.rowcount
             # rows per page from the first pages: the file may hold trailing empty pages
             # (PostgreSQL extends relations several pages at a time)
-            cur.execute(f"select count(*) from {self.table} where ctid < '({_PROBE_PAGES},0)'::tid")
+            cur.execute(
+                f"select count(*) from {self.table} where ctid < '({_PROBE_PAGES},0)'::tid"
+            )
             density = max(cur.fetchone()[0] / _PROBE_PAGES, 1.0)
         self.pages_per_batch = max(1, int(batch_rows / density))
-        log.debug(f"materialized {self.n_rows} rows for batched reading, {self.pages_per_batch} pages a batch")
+        log.debug(
+            f"materialized {self.n_rows} rows for batched reading, {self.pages_per_batch} pages a batch"
+        )
 
     @property
     def names(self) -> List[str]:
@@ -161,8 +178,10 @@ class BatchReader:
         first, read = 0, 0
         while read < self.n_rows:
             stop = first + self.pages_per_batch
-            sql = (f"select * from {self.table} "
-                   f"where ctid >= '({first},0)'::tid and ctid < '({stop},0)'::tid")
+            sql = (
+                f"select * from {self.table} "
+                f"where ctid >= '({first},0)'::tid and ctid < '({stop},0)'::tid"
+            )
             frame = self.layout.frame(copy_out(self.conn, sql))
             first, read = stop, read + frame.n_rows
             if frame.n_rows:

@@ -1,4 +1,5 @@
 """Writing numpy columns into PostgreSQL tables through `COPY ... FROM STDIN (FORMAT binary)`."""
+
 import io
 import logging
 from typing import Optional
@@ -16,7 +17,9 @@ def column_definitions(frame: Frame) -> str:
     return ", ".join(f"{quote_ident(c.name)} {c.type.name}" for c in frame.columns)
 
 
-def create_table(conn, relation: str, frame: Frame, temporary: bool = False, unlogged: bool = False) -> None:
+def create_table(
+    conn, relation: str, frame: Frame, temporary: bool = False, unlogged: bool = False
+) -> None:
     """CREATE TABLE `relation` (an already quoted name) with the frame's columns and types."""
     kind = "temporary table" if temporary else "unlogged table" if unlogged else "table"
     with conn.cursor() as cur:

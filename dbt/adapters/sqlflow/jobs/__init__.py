@@ -6,7 +6,8 @@ while a model trains: `read(ctx)` runs the SELECT (or stages it for batched read
 state; `fit_and_write(ctx, state)` fits and writes the intermediate tables and the registry row, in
 the transaction the materialization then swaps and commits; `close(state)` always runs last.
 """
-from typing import Any, Protocol
+
+from typing import Any, Callable, Dict, Protocol
 
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 
@@ -32,5 +33,9 @@ def for_node(materialization: str, model_type: str) -> Job:
     # imported on use: the jobs pull in numpy and, when they run, scikit-learn or TensorFlow
     from dbt.adapters.sqlflow.jobs import cluster, predict, train
 
-    jobs = {"predict": predict.PredictJob, "network": train.TrainJob, "cluster": cluster.ClusterJob}
+    jobs: Dict[str, Callable[[], Job]] = {
+        "predict": predict.PredictJob,
+        "network": train.TrainJob,
+        "cluster": cluster.ClusterJob,
+    }
     return jobs[family(materialization, model_type)]()

@@ -1,38 +1,66 @@
 """The `cluster` node (fit + assign) and the clustering side of `ml_train` and `ml_predict`."""
+
 import logging
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt, registry
-from dbt.adapters.sqlflow.data import BatchReader, Column, Frame, copy_in, create_table, read_frame, write_frame
+from dbt.adapters.sqlflow.data import (
+    BatchReader,
+    Column,
+    Frame,
+    copy_in,
+    create_table,
+    read_frame,
+    write_frame,
+)
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
-from dbt.adapters.sqlflow.ml import clustering
+from dbt.adapters.sqlflow.ml import clustering, params
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
 
 def _fit_options(options: Dict) -> Dict:
-    return {"n_init": options.get("n_init", 1), "max_iter": options.get("max_iter"),
-            "tol": options.get("tol"), "covariance_type": options.get("covariance_type", "diag")}
+    return {
+        "n_init": options.get("n_init", 1),
+        "max_iter": options.get("max_iter"),
+        "tol": options.get("tol"),
+        "covariance_type": options.get("covariance_type", "diag"),
+    }
 
 
 def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[registry.ModelVersion]):
     from dbt.adapters.sqlflow.ml import dec
 
     if pretrained is not None and options.get("encode_units") != TYPE_DEFAULT_UNITS:
-        log.warning(f"encode_units is ignored: the encoder of '{pretrained.model_name}' sets the layers")
+        log.warning(
+            f"encode_units is ignored: the encoder of '{pretrained.model_name}' sets the layers"
+        )
     if options["n_clusters"] > source.n_rows:
-        raise clustering.ClusteringError(f"n_clusters={options['n_clusters']} is larger than the {source.n_rows} "
-                                         f"input rows.")
-    data = dec.Batches(lambda: (encode(f) for f in source.batches()), source.n_rows, encode(source.first)) \
-        if source.streamed else encode(source.first)
+        raise clustering.ClusteringError(
+            f"n_clusters={options['n_clusters']} is larger than the {source.n_rows} input rows."
+        )
+    data = (
+        dec.Batches(
+            lambda: (encode(f) for f in source.batches()), source.n_rows, encode(source.first)
+        )
+        if source.streamed
+        else encode(source.first)
+    )
     if source.streamed:
-        log.info(f"the input is over memory_budget_mb: DEC reads it in batches of {options['sample_size']} rows")
-    model = dec.fit(data, options["n_clusters"], options, pretrained.artifact if pretrained else None)
+        log.info(
+            f"the input is over memory_budget_mb: DEC reads it in batches of {options['sample_size']} rows"
+        )
+    model = dec.fit(
+        data,
+        options["n_clusters"],
+        params.from_options(params.Dec, options),
+        pretrained.artifact if pretrained else None,
+    )
     return model, model.info.pop("k_sweep", [])
 
 
@@ -41,16 +69,30 @@ def _fit(source: "Source", encode, options: Dict, pretrained=None):
     runs on the first batch, a sample of sample_size rows."""
     if options["model_type"] == "dec":
         return _fit_dec(source, encode, options, pretrained)
-    k, sweep, seed = options["n_clusters"], [], options["seed"]
+    sweep: List[Dict] = []
+    k, seed = options["n_clusters"], options["seed"]
     if k == 0:
-        sample = encode(source.first) if source.streamed else np.vstack([encode(f) for f in source.batches()])
-        k, sweep = clustering.choose_k(sample, options["model_type"], options["k_range"], seed, **_fit_options(options))
+        sample = (
+            encode(source.first)
+            if source.streamed
+            else np.vstack([encode(f) for f in source.batches()])
+        )
+        k, sweep = clustering.choose_k(
+            sample, options["model_type"], options["k_range"], seed, **_fit_options(options)
+        )
         log.info(f"chose k={k} in k_range {options['k_range']}")
     if source.streamed:
-        model = clustering.fit_streaming(lambda: (encode(f) for f in source.batches()), options["model_type"], k,
-                                         seed, **_fit_options(options))
+        model = clustering.fit_streaming(
+            lambda: (encode(f) for f in source.batches()),
+            options["model_type"],
+            k,
+            seed,
+            **_fit_options(options),
+        )
     else:
-        model = clustering.fit(encode(source.first), options["model_type"], k, seed, **_fit_options(options))
+        model = clustering.fit(
+            encode(source.first), options["model_type"], k, seed, **_fit_options(options)
+        )
     if options.get("minimum_support", 1) > 1:
         sizes = clustering.cluster_sizes(model, (encode(f) for f in source.batches()))
         model = clustering.drop_small_clusters(model, sizes, options["minimum_support"])
@@ -67,12 +109,16 @@ def _pretrained(ctx: JobContext, sample: Frame) -> Optional[registry.ModelVersio
         return None
     version = registry.load(ctx.conn, ctx.registry_table, ctx.model_key(name), model_name=name)
     if version.model_type not in ("autoencoder", "dec"):
-        raise inputs.InputError(f"pretrained_model '{name}' is a {version.model_type} model; it must be an "
-                                f"ml_train model of type autoencoder or dec.")
+        raise inputs.InputError(
+            f"pretrained_model '{name}' is a {version.model_type} model; it must be an "
+            f"ml_train model of type autoencoder or dec."
+        )
     missing = [f["name"] for f in version.features["features"] if f["name"] not in sample]
     if missing:
-        raise inputs.InputError(f"pretrained_model '{name}' was trained on {', '.join(repr(m) for m in missing)}, "
-                                f"which the SELECT does not return: its encoder needs the same columns.")
+        raise inputs.InputError(
+            f"pretrained_model '{name}' was trained on {', '.join(repr(m) for m in missing)}, "
+            f"which the SELECT does not return: its encoder needs the same columns."
+        )
     return version
 
 
@@ -83,7 +129,10 @@ def _encoder_for(encoder: FeatureEncoder, features: List[str]):
 
     def encode(frame: Frame) -> np.ndarray:
         if last.get("frame") is not frame:
-            last["frame"], last["X"] = frame, encoder.transform(inputs.raw_columns(frame, features))
+            last["frame"], last["X"] = (
+                frame,
+                encoder.transform(inputs.raw_columns(frame, features)),
+            )
         return last["X"]
 
     return encode
@@ -95,7 +144,8 @@ class Source:
 
     def __init__(self, conn, sql: str, options: Dict):
         self.streamed = bool(options.get("scalable")) or (
-            options["model_type"] == "dec" and inputs.should_stream(conn, sql, options))
+            options["model_type"] == "dec" and inputs.should_stream(conn, sql, options)
+        )
         if self.streamed:
             self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
             self.n_rows = self.reader.n_rows
@@ -115,8 +165,12 @@ class Source:
 def parameters(model) -> Dict:
     if model.model_type == "dec":
         return {"centers": model.centers}
-    return {"centers": model.centers, "covariance_type": model.covariance_type,
-            "covariances": model.covariances, "weights": model.weights}
+    return {
+        "centers": model.centers,
+        "covariance_type": model.covariance_type,
+        "covariances": model.covariances,
+        "weights": model.weights,
+    }
 
 
 def model_from(version: registry.ModelVersion):
@@ -126,15 +180,25 @@ def model_from(version: registry.ModelVersion):
 
         return DecModel(version.artifact, np.asarray(p["centers"], float), [])
     as_array = lambda v: None if v is None else np.asarray(v, float)  # noqa: E731
-    return clustering.ClusterModel(version.model_type, as_array(p["centers"]), p.get("covariance_type"),
-                                   as_array(p.get("covariances")), as_array(p.get("weights")))
+    return clustering.ClusterModel(
+        version.model_type,
+        as_array(p["centers"]),
+        p.get("covariance_type"),
+        as_array(p.get("covariances")),
+        as_array(p.get("weights")),
+    )
 
 
 def assignment_columns(model, X: np.ndarray, options: Dict) -> List[Column]:
     labels, distances, probabilities = model.assign(X)
-    columns = [Column.of(options.get("label_column", "cluster_id"), labels.astype(np.int32),
-                         type=WIRE_TYPES["integer"]),
-               Column.of("cluster_distance", distances)]
+    columns = [
+        Column.of(
+            options.get("label_column", "cluster_id"),
+            labels.astype(np.int32),
+            type=WIRE_TYPES["integer"],
+        ),
+        Column.of("cluster_distance", distances),
+    ]
     if probabilities is not None:
         columns.append(Column.of("cluster_probability", probabilities.max(axis=1)))
         if options.get("output_probabilities"):
@@ -156,25 +220,58 @@ def centroid_frame(model, encoder: FeatureEncoder) -> Frame:
     """Centres per feature, in original and normalized units (DEC: in embedding space, both the same)."""
     if model.model_type == "dec":
         k, d = model.centers.shape
-        return Frame([Column.of("cluster_id", np.repeat(np.arange(k, dtype=np.int32), d), type=WIRE_TYPES["integer"]),
-                      Column.of("feature", np.array([f"embedding_{j}" for j in range(d)] * k, dtype=object)),
-                      Column.of("value", model.centers.ravel()), Column.of("normalized_value", model.centers.ravel())])
+        return Frame(
+            [
+                Column.of(
+                    "cluster_id",
+                    np.repeat(np.arange(k, dtype=np.int32), d),
+                    type=WIRE_TYPES["integer"],
+                ),
+                Column.of(
+                    "feature", np.array([f"embedding_{j}" for j in range(d)] * k, dtype=object)
+                ),
+                Column.of("value", model.centers.ravel()),
+                Column.of("normalized_value", model.centers.ravel()),
+            ]
+        )
     names = encoder.feature_names
     k, d = model.centers.shape
     cluster_ids = np.repeat(np.arange(k, dtype=np.int32), d)
     features = np.array(names * k, dtype=object)
     normalized = model.centers.ravel()
-    original = np.concatenate([[float(encoder.to_original_units(n, np.float64(v))) for n, v in zip(names, row)]
-                               for row in model.centers]) if k else np.empty(0)
-    return Frame([Column.of("cluster_id", cluster_ids, type=WIRE_TYPES["integer"]),
-                  Column.of("feature", features), Column.of("value", original),
-                  Column.of("normalized_value", normalized)])
+    original = (
+        np.concatenate(
+            [
+                [
+                    float(encoder.to_original_units(n, np.asarray(v, np.float64)))
+                    for n, v in zip(names, row)
+                ]
+                for row in model.centers
+            ]
+        )
+        if k
+        else np.empty(0)
+    )
+    return Frame(
+        [
+            Column.of("cluster_id", cluster_ids, type=WIRE_TYPES["integer"]),
+            Column.of("feature", features),
+            Column.of("value", original),
+            Column.of("normalized_value", normalized),
+        ]
+    )
 
 
-def profile_sql(source: str, label_column: str, numeric: List[str], categorical: Dict[str, List[str]]) -> str:
+def profile_sql(
+    source: str, label_column: str, numeric: List[str], categorical: Dict[str, List[str]]
+) -> str:
     """Per cluster: size, share, the mean of every numeric input column and the share of each state."""
     label = quote_ident(label_column)
-    exprs = [f"{label} as cluster_id", "count(*) as size", "count(*)::float8 / sum(count(*)) over () as share"]
+    exprs = [
+        f"{label} as cluster_id",
+        "count(*) as size",
+        "count(*)::float8 / sum(count(*)) over () as share",
+    ]
     exprs += [f"avg({quote_ident(n)}::float8) as {quote_ident(n[:63])}" for n in numeric]
     for name, states in categorical.items():
         for state in states:
@@ -186,13 +283,16 @@ def profile_sql(source: str, label_column: str, numeric: List[str], categorical:
 
 def _frequent_states(conn, table: str, column: str, limit: int) -> List[str]:
     with conn.cursor() as cur:
-        cur.execute(f"select {quote_ident(column)}::text from {table} where {quote_ident(column)} is not null "
-                    f"group by 1 order by count(*) desc, 1 limit {int(limit)}")
+        cur.execute(
+            f"select {quote_ident(column)}::text from {table} where {quote_ident(column)} is not null "
+            f"group by 1 order by count(*) desc, 1 limit {int(limit)}"
+        )
         return [r[0] for r in cur.fetchall()]
 
 
-def _profile_columns(conn, table: str, sample: Frame, roles: inputs.Roles, encoder: FeatureEncoder,
-                     max_states: int):
+def _profile_columns(
+    conn, table: str, sample: Frame, roles: inputs.Roles, encoder: FeatureEncoder, max_states: int
+):
     """Numeric columns get a mean; categorical ones the share of each state (the encoder's states for
     features, the most frequent ones in the written table for predict_only columns)."""
     numeric, categorical = [], {}
@@ -217,16 +317,23 @@ def _metrics(model, source: Source, encode, seed: int) -> Dict:
     space = model.embedding(X) if model.model_type == "dec" else X
     metrics = clustering.metrics(space, labels, model, seed)
     if source.streamed:
-        metrics["inertia"] = float(sum((model.assign(Xb)[1] ** 2).sum() for Xb in map(encode, source.batches())))
+        metrics["inertia"] = float(
+            sum((model.assign(Xb)[1] ** 2).sum() for Xb in map(encode, source.batches()))
+        )
         metrics["metrics_sample_rows"] = len(X)
     return metrics
 
 
-def _write_assignments(conn, source: Source, encode, model, roles, options: Dict, target: str) -> int:
+def _write_assignments(
+    conn, source: Source, encode, model, roles, options: Dict, target: str
+) -> int:
     """Read a batch, assign it, COPY it out: the whole table is never in memory in scalable mode."""
     written = 0
     for frame in source.batches():
-        output = Frame(_passed_through(frame, roles, options) + assignment_columns(model, encode(frame), options))
+        output = Frame(
+            _passed_through(frame, roles, options)
+            + assignment_columns(model, encode(frame), options)
+        )
         if written == 0:
             create_table(conn, target, output)
         written += copy_in(conn, target, output)
@@ -253,11 +360,14 @@ class ClusterJob:
         source.close()
 
     def fit_and_write(self, ctx: JobContext, source: Source) -> Outcome:
-        options, conn = ctx.options, ctx.conn
+        options = ctx.options
         verb = "CLUSTER" if ctx.materialization == "cluster" else "TRAIN"
         roles = inputs.roles(source.first, options)
         if ctx.materialization == "cluster":
-            inputs.check_outputs(_passed_through(source.first, roles, options), output_names(options, options["model_type"]))
+            inputs.check_outputs(
+                _passed_through(source.first, roles, options),
+                output_names(options, options["model_type"]),
+            )
         if source.n_rows == 0 and ctx.empty:
             return self._write_empty(ctx, source, roles)
         if source.n_rows == 0:
@@ -265,8 +375,12 @@ class ClusterJob:
         pretrained = _pretrained(ctx, source.first)
         if pretrained is not None:  # the encoder reads its inputs as it was trained to
             roles.features = [f["name"] for f in pretrained.features["features"]]
-        encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
-                                 options["max_input_attributes"])
+        encoder = FeatureEncoder(
+            options["normalize"],
+            options["max_states"],
+            options["null_handling"],
+            options["max_input_attributes"],
+        )
         fingerprint = inputs.Fingerprint()
 
         def fingerprinted(frames):  # one pass both digests the input and fits the encoder
@@ -287,18 +401,42 @@ class ClusterJob:
         model, sweep = _fit(source, encode, options, pretrained)
         interrupt.check()
         metrics = _metrics(model, source, encode, options["seed"])
-        log.info(f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features")
-        version = steps.register(ctx, registry.ModelVersion(
-            model_name=ctx.model_name, version=0, model_type=options["model_type"], options=dict(options),
-            features={**encoder.to_dict(), "kinds": {n: source.first[n].type.kind for n in roles.features},
-                      "dropped": encoder.dropped_},
-            label=None, parameters=parameters(model), metrics=metrics,
-            training_info={"k_sweep": sweep, "dropped_clusters": model.info.get("dropped_clusters", 0),
-                           **{k: v for k, v in model.info.items() if k != "dropped_clusters"}},
-            row_count=source.n_rows, input_fingerprint=fingerprint.hexdigest(),
-            sql_fingerprint=steps.sql_fingerprint(ctx.sql), artifact=getattr(model, "artifact", None)))
+        log.info(
+            f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features"
+        )
+        version = steps.register(
+            ctx,
+            registry.ModelVersion(
+                model_name=ctx.model_name,
+                version=0,
+                model_type=options["model_type"],
+                options=dict(options),
+                features={
+                    **encoder.to_dict(),
+                    "kinds": {n: source.first[n].type.kind for n in roles.features},
+                    "dropped": encoder.dropped_,
+                },
+                label=None,
+                parameters=parameters(model),
+                metrics=metrics,
+                training_info={
+                    "k_sweep": sweep,
+                    "dropped_clusters": model.info.get("dropped_clusters", 0),
+                    **{k: v for k, v in model.info.items() if k != "dropped_clusters"},
+                },
+                row_count=source.n_rows,
+                input_fingerprint=fingerprint.hexdigest(),
+                sql_fingerprint=steps.sql_fingerprint(ctx.sql),
+                artifact=getattr(model, "artifact", None),
+            ),
+        )
         self._write(ctx, source, encode, model, roles, encoder, version)
-        return Outcome(source.n_rows, version, f"{verb} {source.n_rows} rows, k={model.k}, v{version}", k=model.k)
+        return Outcome(
+            source.n_rows,
+            version,
+            f"{verb} {source.n_rows} rows, k={model.k}, v{version}",
+            k=model.k,
+        )
 
     @staticmethod
     def _write_empty(ctx: JobContext, source: Source, roles) -> Outcome:
@@ -310,28 +448,50 @@ class ClusterJob:
             return Outcome(0, 0, f"{verb} 0 rows (--empty: not trained)")
         integer = WIRE_TYPES["integer"]
         label, *floats = output_names(ctx.options, ctx.options["model_type"])
-        write_frame(conn, targets.main, Frame(_passed_through(source.first, roles, ctx.options)
-                                             + [Column.of(label, np.empty(0, np.int32), type=integer)]
-                                             + [Column.of(n, np.empty(0)) for n in floats]))
-        write_frame(conn, targets.centroids, Frame([
-            Column.of("cluster_id", np.empty(0, np.int32), type=integer), Column.of("feature", np.empty(0, object)),
-            Column.of("value", np.empty(0)), Column.of("normalized_value", np.empty(0))]))
+        write_frame(
+            conn,
+            targets.main,
+            Frame(
+                _passed_through(source.first, roles, ctx.options)
+                + [Column.of(label, np.empty(0, np.int32), type=integer)]
+                + [Column.of(n, np.empty(0)) for n in floats]
+            ),
+        )
+        write_frame(
+            conn,
+            targets.centroids,
+            Frame(
+                [
+                    Column.of("cluster_id", np.empty(0, np.int32), type=integer),
+                    Column.of("feature", np.empty(0, object)),
+                    Column.of("value", np.empty(0)),
+                    Column.of("normalized_value", np.empty(0)),
+                ]
+            ),
+        )
         with conn.cursor() as cur:
-            cur.execute(f"create table {targets.profile} as select null::integer as cluster_id, 0::bigint as size, "
-                        f"0::float8 as share where false")
+            cur.execute(
+                f"create table {targets.profile} as select null::integer as cluster_id, 0::bigint as size, "
+                f"0::float8 as share where false"
+            )
         return Outcome(0, 0, f"{verb} 0 rows (--empty: not trained)")
 
     @staticmethod
-    def _write(ctx: JobContext, source: Source, encode, model, roles, encoder, version: int) -> None:
+    def _write(
+        ctx: JobContext, source: Source, encode, model, roles, encoder, version: int
+    ) -> None:
         conn, options, targets = ctx.conn, ctx.options, ctx.targets
         if ctx.materialization == "cluster":
             _write_assignments(conn, source, encode, model, roles, options, targets.main)
             write_frame(conn, targets.centroids, centroid_frame(model, encoder))
-            numeric, categorical = _profile_columns(conn, targets.main, source.first, roles, encoder,
-                                                    options["max_states"])
+            numeric, categorical = _profile_columns(
+                conn, targets.main, source.first, roles, encoder, options["max_states"]
+            )
             with conn.cursor() as cur:
-                cur.execute(f"create table {targets.profile} as "
-                            f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}")
+                cur.execute(
+                    f"create table {targets.profile} as "
+                    f"{profile_sql(targets.main, options['label_column'], numeric, categorical)}"
+                )
             log.info(f"wrote {source.n_rows} rows, {model.k} centroids and the profile")
         elif model.model_type == "dec":
             write_frame(conn, targets.main, weights.network_weights_frame(model, encoder, version))

@@ -1,4 +1,5 @@
 """What a job is given and what it gives back: a frozen context and an Outcome."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
@@ -20,7 +21,7 @@ class JobContext:
 
     conn: Any  # the thread's psycopg2 connection; the adapter owns its transactions
     sql: str  # the node's compiled SELECT
-    options: Mapping[str, Any]  # resolved by options.resolve: every key present, defaults filled in
+    options: Dict[str, Any]  # resolved by options.resolve: every key present, defaults filled in
     materialization: str
     model_name: str
     node: ModelKey  # the node's own relation: its versions are registered under it

@@ -1,5 +1,6 @@
 """An ML node's input: column roles (key, features, label, predict-only, excluded), its fingerprint,
 and whether it fits the memory budget."""
+
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from dbt.adapters.sqlflow.ml.preprocess import RawColumn
 log = logging.getLogger("dbt_sqlflow.jobs")
 
 
-
 @dataclass
 class Roles:
     key: List[str]
@@ -26,27 +26,41 @@ class Roles:
 def _missing(names: Sequence[str], frame: Frame, what: str) -> None:
     absent = [n for n in names if n not in frame]
     if absent:
-        raise InputError(f"{what} column(s) {', '.join(repr(a) for a in absent)} not in the SELECT; "
-                         f"its columns are: {', '.join(frame.names)}.")
+        raise InputError(
+            f"{what} column(s) {', '.join(repr(a) for a in absent)} not in the SELECT; "
+            f"its columns are: {', '.join(frame.names)}."
+        )
 
 
-def _conflicts(key: List[str], features, label, exclude: List[str], predict_only: List[str]) -> None:
+def _conflicts(
+    key: List[str], features, label, exclude: List[str], predict_only: List[str]
+) -> None:
     """A column in two roles is a mistake the model would hide (a label among the features trains
     a perfect, useless model), so each is an error naming the column and the fix."""
     if label and label in key:
-        raise InputError(f"label '{label}' is also the key; the key identifies rows and is never learned. "
-                         f"Name a different label or key.")
+        raise InputError(
+            f"label '{label}' is also the key; the key identifies rows and is never learned. "
+            f"Name a different label or key."
+        )
     for name in features or []:
         if name == label:
-            raise InputError(f"label '{label}' is listed in features; the model would learn the answer from "
-                             f"itself. Remove it from features.")
+            raise InputError(
+                f"label '{label}' is listed in features; the model would learn the answer from "
+                f"itself. Remove it from features."
+            )
         if name in key:
-            raise InputError(f"key column '{name}' is listed in features; keys identify rows and are not "
-                             f"learned. Remove it from features (or from key).")
+            raise InputError(
+                f"key column '{name}' is listed in features; keys identify rows and are not "
+                f"learned. Remove it from features (or from key)."
+            )
         if name in exclude:
-            raise InputError(f"column '{name}' is both in features and in exclude; keep it in one of them.")
+            raise InputError(
+                f"column '{name}' is both in features and in exclude; keep it in one of them."
+            )
         if name in predict_only:
-            raise InputError(f"column '{name}' is both in features and in predict_only; keep it in one of them.")
+            raise InputError(
+                f"column '{name}' is both in features and in predict_only; keep it in one of them."
+            )
 
 
 def roles(frame: Frame, options: Dict) -> Roles:
@@ -54,19 +68,29 @@ def roles(frame: Frame, options: Dict) -> Roles:
     predict_only, label = options.get("predict_only") or [], options.get("label")
     listed = options.get("features")
     if listed is not None and len(listed) == 0:
-        raise InputError("features=[] names no column; list the feature columns, or leave features out to use "
-                         "every column that is not a key, label, exclude or predict_only column.")
+        raise InputError(
+            "features=[] names no column; list the feature columns, or leave features out to use "
+            "every column that is not a key, label, exclude or predict_only column."
+        )
     _conflicts(list(key), listed, label, list(exclude), list(predict_only))
-    for what, names in (("key", key), ("exclude", exclude), ("predict_only", predict_only),
-                        ("label", [label] if label else [])):
+    for what, names in (
+        ("key", key),
+        ("exclude", exclude),
+        ("predict_only", predict_only),
+        ("label", [label] if label else []),
+    ):
         _missing(names, frame, what)
     taken = set(key) | set(exclude) | set(predict_only) | ({label} if label else set())
     features = listed or [n for n in frame.names if n not in taken]
     _missing(features, frame, "feature")
     if not features:
-        raise InputError("no feature columns are left after key, label, exclude and predict_only; "
-                         "list them with config(features=[...]).")
-    return Roles(key=list(key), features=list(features), predict_only=list(predict_only), label=label)
+        raise InputError(
+            "no feature columns are left after key, label, exclude and predict_only; "
+            "list them with config(features=[...])."
+        )
+    return Roles(
+        key=list(key), features=list(features), predict_only=list(predict_only), label=label
+    )
 
 
 def non_finite_rows(frame: Frame, names: Sequence[str]) -> np.ndarray:
@@ -86,9 +110,11 @@ def check_finite(frame: Frame, names: Sequence[str]) -> None:
         if column.values.dtype.kind == "f":
             bad = ~np.isfinite(column.values) & ~column.null_mask
             if bad.any():
-                raise InputError(f"feature column '{name}' has {int(bad.sum())} NaN or Infinity value(s); a model "
-                                 f"cannot learn from them. Filter them out or turn them into NULLs in the SELECT, "
-                                 f"e.g. nullif(nullif({name}, 'NaN'), 'Infinity'), and NULLs are imputed.")
+                raise InputError(
+                    f"feature column '{name}' has {int(bad.sum())} NaN or Infinity value(s); a model "
+                    f"cannot learn from them. Filter them out or turn them into NULLs in the SELECT, "
+                    f"e.g. nullif(nullif({name}, 'NaN'), 'Infinity'), and NULLs are imputed."
+                )
 
 
 def check_outputs(kept: Sequence, outputs: Sequence[str]) -> None:
@@ -96,23 +122,30 @@ def check_outputs(kept: Sequence, outputs: Sequence[str]) -> None:
     names = {getattr(c, "name", c) for c in kept}
     clash = [o for o in outputs if o in names]
     if clash:
-        raise InputError(f"the SELECT already has a column named {', '.join(repr(c) for c in clash)}, which this "
-                         f"node writes; rename it in the SELECT, set label_column='...' for the cluster column, "
-                         f"or pass_through=false to keep only key and feature columns.")
+        raise InputError(
+            f"the SELECT already has a column named {', '.join(repr(c) for c in clash)}, which this "
+            f"node writes; rename it in the SELECT, set label_column='...' for the cluster column, "
+            f"or pass_through=false to keep only key and feature columns."
+        )
 
 
 def report_dropped(encoder) -> None:
     if encoder.dropped_:
-        shown = ", ".join(encoder.dropped_[:20]) + (f" and {len(encoder.dropped_) - 20} more"
-                                                    if len(encoder.dropped_) > 20 else "")
-        log.warning(f"max_input_attributes={encoder.max_input_attributes}: {len(encoder.dropped_)} encoded "
-                    f"attribute(s) left out of the model: {shown}. Raise max_input_attributes to keep them; "
-                    f"the list is in the registry (features -> dropped).")
+        shown = ", ".join(encoder.dropped_[:20]) + (
+            f" and {len(encoder.dropped_) - 20} more" if len(encoder.dropped_) > 20 else ""
+        )
+        log.warning(
+            f"max_input_attributes={encoder.max_input_attributes}: {len(encoder.dropped_)} encoded "
+            f"attribute(s) left out of the model: {shown}. Raise max_input_attributes to keep them; "
+            f"the list is in the registry (features -> dropped)."
+        )
 
 
 def raw_columns(frame: Frame, names: Sequence[str]) -> Dict[str, RawColumn]:
-    return {n: RawColumn(n, frame[n].values, frame[n].nulls, frame[n].type.kind in ("text", "boolean"))
-            for n in names}
+    return {
+        n: RawColumn(n, frame[n].values, frame[n].nulls, frame[n].type.kind in ("text", "boolean"))
+        for n in names
+    }
 
 
 class Fingerprint:
@@ -139,11 +172,13 @@ class Fingerprint:
 def estimated_bytes(conn, sql: str) -> float:
     """The planner's estimate of the SELECT's size (rows x width): no rows are read to decide."""
     with conn.cursor() as cur:
-        cur.execute(f"explain (format json) select * from (\n{sql.strip().rstrip(';')}\n) as __sqlflow_q")
+        cur.execute(
+            f"explain (format json) select * from (\n{sql.strip().rstrip(';')}\n) as __sqlflow_q"
+        )
         plan = cur.fetchone()[0][0]["Plan"]
     return float(plan["Plan Rows"]) * max(float(plan["Plan Width"]), 8.0)
 
 
 def should_stream(conn, sql: str, options: Dict) -> bool:
     budget = options.get("memory_budget_mb", 1024)
-    return budget == 0 or estimated_bytes(conn, sql) > budget * 2 ** 20
+    return budget == 0 or estimated_bytes(conn, sql) > budget * 2**20

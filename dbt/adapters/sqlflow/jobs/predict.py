@@ -1,13 +1,22 @@
 """The `ml_predict` node: score the SELECT with a registered model version and write the predictions,
 in Python (rows read, scored, written back) or inside PostgreSQL (one CREATE TABLE AS)."""
+
 import logging
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt, registry, scoring_sql
-from dbt.adapters.sqlflow.data import (BatchReader, Column, Frame, copy_in, create_table, describe, read_frame,
-                                       write_frame)
+from dbt.adapters.sqlflow.data import (
+    BatchReader,
+    Column,
+    Frame,
+    copy_in,
+    create_table,
+    describe,
+    read_frame,
+    write_frame,
+)
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.errors import ArtifactError
 from dbt.adapters.sqlflow.jobs import cluster, inputs, steps
@@ -30,8 +39,10 @@ def _in_database(options: Dict, model_type: str) -> bool:
     if model_type in IN_DATABASE:
         return True
     if setting in (True, "true"):
-        raise inputs.InputError(f"in_database=true cannot score a {model_type} model in SQL yet; use "
-                                f"in_database='auto' or false.")
+        raise inputs.InputError(
+            f"in_database=true cannot score a {model_type} model in SQL yet; use "
+            f"in_database='auto' or false."
+        )
     return False
 
 
@@ -39,9 +50,11 @@ def _check_features(trained: registry.ModelVersion, names: List[str]) -> List[st
     features = [f["name"] for f in trained.features["features"]]
     absent = [n for n in features if n not in names]
     if absent:
-        raise inputs.InputError(f"model '{trained.model_name}' v{trained.version} was trained on "
-                                f"{', '.join(repr(a) for a in absent)}, which the SELECT does not return; "
-                                f"its columns are: {', '.join(names)}.")
+        raise inputs.InputError(
+            f"model '{trained.model_name}' v{trained.version} was trained on "
+            f"{', '.join(repr(a) for a in absent)}, which the SELECT does not return; "
+            f"its columns are: {', '.join(names)}."
+        )
     return features
 
 
@@ -53,23 +66,33 @@ def _kept_names(trained: registry.ModelVersion, options: Dict, names: List[str])
 
 def _linear(trained: registry.ModelVersion) -> supervised.LinearModel:
     p = trained.parameters
-    return supervised.LinearModel(p["task"], np.asarray(p["kernel"], float), np.asarray(p["bias"], float),
-                                  p.get("classes"))
+    return supervised.LinearModel(
+        p["task"], np.asarray(p["kernel"], float), np.asarray(p["bias"], float), p.get("classes")
+    )
 
 
 def _network(trained: registry.ModelVersion) -> supervised.KerasModel:
     p = trained.parameters
     if trained.artifact is None:
-        raise inputs.InputError(f"model '{trained.model_name}' v{trained.version} has no stored network; retrain it.")
-    return supervised.KerasModel(p["task"], trained.artifact, [], p.get("classes"), shift=p.get("shift", 0.0),
-                                 spread=p.get("spread", 1.0))
+        raise inputs.InputError(
+            f"model '{trained.model_name}' v{trained.version} has no stored network; retrain it."
+        )
+    return supervised.KerasModel(
+        p["task"],
+        trained.artifact,
+        [],
+        p.get("classes"),
+        shift=p.get("shift", 0.0),
+        spread=p.get("spread", 1.0),
+    )
 
 
 def _autoencoder_columns(model: supervised.KerasModel, X: np.ndarray) -> List[Column]:
     embedding = model.embedding(X)
     error = ((model.output(X) - X) ** 2).mean(axis=1)
     return [Column.of(f"embedding_{i}", embedding[:, i]) for i in range(embedding.shape[1])] + [
-        Column.of("reconstruction_error", error)]
+        Column.of("reconstruction_error", error)
+    ]
 
 
 def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Column]:
@@ -85,7 +108,10 @@ def _prediction_columns(trained, model, X: np.ndarray, options: Dict) -> List[Co
         predicted = predicted.astype(label_type.numpy_dtype)
     columns = [Column.of(f"predicted_{label}", predicted, type=label_type)]
     if options.get("output_probabilities"):
-        columns += [Column.of(f"probability_{supervised.class_name(c)}", output[:, i]) for i, c in enumerate(model.classes)]
+        columns += [
+            Column.of(f"probability_{supervised.class_name(c)}", output[:, i])
+            for i, c in enumerate(model.classes)
+        ]
     return columns
 
 
@@ -109,7 +135,10 @@ def _scorer(trained, options: Dict):
     encoder = FeatureEncoder.from_dict(trained.features)
     if trained.model_type in CLUSTER_TYPES:
         model = cluster.model_from(trained)
-        scoring = {**trained.options, "output_probabilities": options.get("output_probabilities", False)}
+        scoring = {
+            **trained.options,
+            "output_probabilities": options.get("output_probabilities", False),
+        }
         predict = lambda X: cluster.assignment_columns(model, X, scoring)  # noqa: E731
     else:
         network = _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
@@ -120,11 +149,16 @@ def _scorer(trained, options: Dict):
         kept = [frame[n] for n in _kept_names(trained, options, frame.names)]
         bad = inputs.non_finite_rows(frame, features)
         X = encoder.transform(inputs.raw_columns(frame, features))
-        X[bad] = 0.0  # NaN or Infinity in a feature: the row's predictions are NULL, as in PostgreSQL
+        X[bad] = (
+            0.0  # NaN or Infinity in a feature: the row's predictions are NULL, as in PostgreSQL
+        )
         predicted = [Column(c.name, c.values, c.type, c.null_mask | bad) for c in predict(X)]
         inputs.check_outputs(kept, [c.name for c in predicted] + ["model_version"])
-        version = Column.of("model_version", np.full(frame.n_rows, trained.version, np.int32),
-                            type=WIRE_TYPES["integer"])
+        version = Column.of(
+            "model_version",
+            np.full(frame.n_rows, trained.version, np.int32),
+            type=WIRE_TYPES["integer"],
+        )
         return Frame(kept + predicted + [version])
 
     return score
@@ -133,10 +167,13 @@ def _scorer(trained, options: Dict):
 # ---------------------------------------------------------------- in PostgreSQL
 
 
-def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
+def _linear_select(trained, options: Dict, exprs: List[str]) -> Tuple[List[str], List[List[str]]]:
     model = _linear(trained)
     kernel, bias = original_units(model, FeatureEncoder.from_dict(trained.features))
-    z = [f"({scoring_sql.linear_combination(kernel[:, k], exprs, bias[k])})" for k in range(kernel.shape[1])]
+    z = [
+        f"({scoring_sql.linear_combination(kernel[:, k], exprs, bias[k])})"
+        for k in range(kernel.shape[1])
+    ]
     label = quote_ident(f"predicted_{trained.label}")
     if model.task == "regression":
         return [f"__z0 as {label}"], [[f"{z[0]} as __z0"]]
@@ -146,10 +183,14 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
     if model.task == "binary":
         inner = [f"{z[0]} as __z0"]
         p1 = "case when __z0 >= 0 then 1 / (1 + exp(-__z0)) else exp(__z0) / (1 + exp(__z0)) end"
-        outer = [f"case when __z0 > 0 then {lit(classes[1])} else {lit(classes[0])} end as {label}"]
+        outer = [
+            f"case when __z0 > 0 then {lit(classes[1])} else {lit(classes[0])} end as {label}"
+        ]
         if options.get("output_probabilities"):
-            outer += [f"1 - ({p1}) as {quote_ident('probability_' + supervised.class_name(classes[0]))}",
-                      f"{p1} as {quote_ident('probability_' + supervised.class_name(classes[1]))}"]
+            outer += [
+                f"1 - ({p1}) as {quote_ident('probability_' + supervised.class_name(classes[0]))}",
+                f"{p1} as {quote_ident('probability_' + supervised.class_name(classes[1]))}",
+            ]
         return outer, [inner]
     inner = [f"{zk} as __z{k}" for k, zk in enumerate(z)]
     top = f"greatest({', '.join(f'__z{k}' for k in range(len(z)))})"
@@ -157,8 +198,10 @@ def _linear_select(trained, options: Dict, exprs: List[str]) -> List[str]:
     outer = [f"case {cases} end as {label}"]
     if options.get("output_probabilities"):
         total = " + ".join(f"exp(__z{k} - {top})" for k in range(len(z)))
-        outer += [f"exp(__z{k} - {top}) / ({total}) as {quote_ident('probability_' + supervised.class_name(c))}"
-                  for k, c in enumerate(classes)]
+        outer += [
+            f"exp(__z{k} - {top}) / ({total}) as {quote_ident('probability_' + supervised.class_name(c))}"
+            for k, c in enumerate(classes)
+        ]
     return outer, [inner]
 
 
@@ -166,22 +209,29 @@ def _normalized(trained, exprs: List[str]) -> List[str]:
     """The first layer of cluster scoring: every encoded feature, normalized, as __n<j>."""
     center, scale = FeatureEncoder.from_dict(trained.features).affine()
     lit = scoring_sql.literal
-    return [f"(({e}) - {lit(c)}) / {lit(s)} as __n{j}" for j, (e, c, s) in enumerate(zip(exprs, center, scale))]
+    return [
+        f"(({e}) - {lit(c)}) / {lit(s)} as __n{j}"
+        for j, (e, c, s) in enumerate(zip(exprs, center, scale))
+    ]
 
 
 def _distances(centers: np.ndarray) -> List[str]:
     lit = scoring_sql.literal
-    return [f"sqrt({' + '.join(f'power(__n{j} - {lit(m)}, 2)' for j, m in enumerate(mu))}) as __d{k}"
-            for k, mu in enumerate(centers)]
+    return [
+        f"sqrt({' + '.join(f'power(__n{j} - {lit(m)}, 2)' for j, m in enumerate(mu))}) as __d{k}"
+        for k, mu in enumerate(centers)
+    ]
 
 
-def _kmeans_select(trained, exprs: List[str]):
+def _kmeans_select(trained, exprs: List[str]) -> Tuple[List[str], List[List[str]]]:
     centers = np.asarray(trained.parameters["centers"], float)
     nearest = f"least({', '.join(f'__d{k}' for k in range(len(centers)))})"
     cases = " ".join(f"when __d{k} = {nearest} then {k}" for k in range(len(centers)))
     label = quote_ident(trained.options.get("label_column", "cluster_id"))
-    return [f"case {cases} end as {label}", f"{nearest} as cluster_distance"], [_normalized(trained, exprs),
-                                                                                 _distances(centers)]
+    return [f"case {cases} end as {label}", f"{nearest} as cluster_distance"], [
+        _normalized(trained, exprs),
+        _distances(centers),
+    ]
 
 
 def _em_log_densities(model) -> List[str]:
@@ -200,15 +250,19 @@ def _em_log_densities(model) -> List[str]:
             log_det = float(np.log(p).sum())
         else:
             P = chol if model.covariance_type == "tied" else chol[k]
-            squares = ["power(" + " + ".join(f"(__n{i} - {lit(mu[i])}) * {lit(P[i, j])}" for i in range(d)) + ", 2)"
-                       for j in range(d)]
+            squares = [
+                "power("
+                + " + ".join(f"(__n{i} - {lit(mu[i])}) * {lit(P[i, j])}" for i in range(d))
+                + ", 2)"
+                for j in range(d)
+            ]
             log_det = float(np.log(np.diag(P)).sum())
         constant = float(np.log(model.weights[k]) + log_det - 0.5 * d * np.log(2 * np.pi))
         out.append(f"{lit(constant)} - 0.5 * ({' + '.join(squares)}) as __l{k}")
     return out
 
 
-def _em_select(trained, exprs: List[str], options: Dict):
+def _em_select(trained, exprs: List[str], options: Dict) -> Tuple[List[str], List[List[str]]]:
     model = cluster.model_from(trained)
     k = model.k
     top = f"greatest({', '.join(f'__l{i}' for i in range(k))})"
@@ -216,11 +270,17 @@ def _em_select(trained, exprs: List[str], options: Dict):
     best = " ".join(f"when __l{i} = {top} then {i}" for i in range(k))
     label = quote_ident(trained.options.get("label_column", "cluster_id"))
     distance = " ".join(f"when __l{i} = {top} then __d{i}" for i in range(k))
-    outer = [f"case {best} end as {label}", f"case {distance} end as cluster_distance",
-             f"1 / ({total}) as cluster_probability"]
+    outer = [
+        f"case {best} end as {label}",
+        f"case {distance} end as cluster_distance",
+        f"1 / ({total}) as cluster_probability",
+    ]
     if options.get("output_probabilities"):
         outer += [f"exp(__l{i} - {top}) / ({total}) as probability_{i}" for i in range(k)]
-    return outer, [_normalized(trained, exprs), _distances(model.centers) + _em_log_densities(model)]
+    return outer, [
+        _normalized(trained, exprs),
+        _distances(model.centers) + _em_log_densities(model),
+    ]
 
 
 def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
@@ -236,18 +296,26 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
         outer, layers = _linear_select(trained, options, exprs)
     bad = f"{scoring_sql.non_finite(trained.features, kinds, '__sqlflow_in')} as __sqlflow_bad"
     source = scoring_sql.fenced(["__sqlflow_in.*", bad] + layers[0], sql, "__sqlflow_in")
-    for depth, layer in enumerate(layers[1:]):  # each layer reads the one below, computed once per row
+    for depth, layer in enumerate(
+        layers[1:]
+    ):  # each layer reads the one below, computed once per row
         source = f"(select __sqlflow_l{depth}.*, {', '.join(layer)} from {source} as __sqlflow_l{depth} offset 0)"
     kept_names = _kept_names(trained, options, names)
     kept = [f"__sqlflow_s.{quote_ident(n)}" for n in kept_names]
     nulled = []  # NaN or Infinity in a feature: NULL predictions, as in Python
     for item in outer:
         expression, alias = item.rsplit(" as ", 1)
-        nulled.append(f"case when __sqlflow_s.__sqlflow_bad then null else {expression} end as {alias}")
-    inputs.check_outputs(kept_names, [a.rsplit(" as ", 1)[1].strip('"') for a in outer] + ["model_version"])
+        nulled.append(
+            f"case when __sqlflow_s.__sqlflow_bad then null else {expression} end as {alias}"
+        )
+    inputs.check_outputs(
+        kept_names, [a.rsplit(" as ", 1)[1].strip('"') for a in outer] + ["model_version"]
+    )
     select = ", ".join(kept + nulled + [f"{trained.version} as model_version"])
     with conn.cursor() as cur:
-        cur.execute("set local jit = off")  # compiling the long generated expressions costs seconds
+        cur.execute(
+            "set local jit = off"
+        )  # compiling the long generated expressions costs seconds
         cur.execute(f"create table {target} as select {select} from {source} as __sqlflow_s")
         return cur.rowcount
 
@@ -264,8 +332,10 @@ def _write_unscored(ctx: JobContext, columns) -> None:
     """The input's columns and model_version, no rows: what --empty can build without a model."""
     kept = ", ".join(f"{quote_ident(c.name)}" for c in columns)
     with ctx.conn.cursor() as cur:
-        cur.execute(f"create table {ctx.targets.main} as select {kept + ', ' if kept else ''}"
-                    f"null::integer as model_version from (\n{ctx.sql.strip().rstrip(';')}\n) as __sqlflow_in where false")
+        cur.execute(
+            f"create table {ctx.targets.main} as select {kept + ', ' if kept else ''}"
+            f"null::integer as model_version from (\n{ctx.sql.strip().rstrip(';')}\n) as __sqlflow_in where false"
+        )
 
 
 class PredictJob:
@@ -277,8 +347,13 @@ class PredictJob:
         version = options.get("version")
         if ctx.empty and not _registered(ctx):  # dbt run --empty before the model was ever trained
             return None, describe(ctx.conn, ctx.sql)
-        trained = registry.load(ctx.conn, ctx.registry_table, ctx.model_key(options["model"]),
-                                None if version in (None, "latest") else version, model_name=options["model"])
+        trained = registry.load(
+            ctx.conn,
+            ctx.registry_table,
+            ctx.model_key(options["model"]),
+            None if version in (None, "latest") else version,
+            model_name=options["model"],
+        )
         if _in_database(options, trained.model_type):
             return trained, None
         if not inputs.should_stream(ctx.conn, ctx.sql, options):
@@ -292,15 +367,23 @@ class PredictJob:
             return Outcome(0, 0, "PREDICT 0 rows (--empty: the model is not trained yet)")
         try:
             if read is None:
-                where, rows = "in PostgreSQL", _score_in_database(ctx.conn, ctx.sql, trained, ctx.options,
-                                                                   ctx.targets.main)
+                where, rows = (
+                    "in PostgreSQL",
+                    _score_in_database(ctx.conn, ctx.sql, trained, ctx.options, ctx.targets.main),
+                )
             else:
-                where, rows = "in Python", _write_scored(ctx.conn, read, _scorer(trained, ctx.options),
-                                                         ctx.targets.main)
+                where, rows = (
+                    "in Python",
+                    _write_scored(ctx.conn, read, _scorer(trained, ctx.options), ctx.targets.main),
+                )
         except ArtifactError:
             raise ArtifactError(trained.model_name, trained.version) from None
         log.info(f"scored {rows} rows with {trained.model_name} v{trained.version} {where}")
-        return Outcome(rows, trained.version, f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}")
+        return Outcome(
+            rows,
+            trained.version,
+            f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}",
+        )
 
     def close(self, state) -> None:
         if state and isinstance(state[1], BatchReader):

@@ -1,4 +1,5 @@
 """Steps every job shares: the retrain='on_change' check, closing a batch reader, the SQL digest."""
+
 import hashlib
 import logging
 from typing import Optional
@@ -18,8 +19,14 @@ def unchanged(ctx: JobContext, input_fingerprint: str, verb: str, rows: int) -> 
     `--full-refresh` always retrains, as it rebuilds every other model."""
     if ctx.options.get("retrain") != "on_change" or not ctx.relation_exists or ctx.full_refresh:
         return None
-    kept = registry.unchanged_version(ctx.conn, ctx.registry_table, ctx.node, dict(ctx.options),
-                                      sql_fingerprint(ctx.sql), input_fingerprint)
+    kept = registry.unchanged_version(
+        ctx.conn,
+        ctx.registry_table,
+        ctx.node,
+        dict(ctx.options),
+        sql_fingerprint(ctx.sql),
+        input_fingerprint,
+    )
     if not kept:
         return None
     log.info(f"SQL, config and input unchanged since version {kept}: not retrained")
@@ -39,4 +46,6 @@ def register(ctx: JobContext, version: registry.ModelVersion) -> int:
     """Register the version in the fit-and-write transaction, so it commits with the swap or not at all."""
     registry.ensure(ctx.conn, ctx.registry_table, ctx.registry_schema)
     version.key, version.unique_id = ctx.node, ctx.unique_id
-    return registry.register(ctx.conn, ctx.registry_table, version, ctx.materialization, ctx.invocation_id)
+    return registry.register(
+        ctx.conn, ctx.registry_table, version, ctx.materialization, ctx.invocation_id
+    )

@@ -1,5 +1,6 @@
 """The `ml_train` node for models trained by gradient descent (TensorFlow): linear and logistic
 regression, factorization machines, DNNs and autoencoders."""
+
 import logging
 from typing import Dict, Optional
 
@@ -9,7 +10,7 @@ from dbt.adapters.sqlflow import interrupt, registry
 from dbt.adapters.sqlflow.data import BatchReader, Frame, read_frame, write_frame
 from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
-from dbt.adapters.sqlflow.ml import supervised
+from dbt.adapters.sqlflow.ml import params, supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
@@ -20,21 +21,29 @@ def _split_column(frame: Frame, options: Dict) -> Optional[str]:
     if split in ("random", "seq"):
         return None
     if split not in frame:
-        raise inputs.InputError(f"data_split names column '{split}', which the SELECT does not return; use "
-                                f"'random', 'seq' or a boolean column (true = held out).")
+        raise inputs.InputError(
+            f"data_split names column '{split}', which the SELECT does not return; use "
+            f"'random', 'seq' or a boolean column (true = held out)."
+        )
     if frame[split].type.kind != "boolean":
-        raise inputs.InputError(f"data_split column '{split}' is {frame[split].type.name}, not boolean.")
+        raise inputs.InputError(
+            f"data_split column '{split}' is {frame[split].type.name}, not boolean."
+        )
     return split
 
 
-def _held_out(frame: Frame, options: Dict, roles: inputs.Roles, split: Optional[str]) -> np.ndarray:
+def _held_out(
+    frame: Frame, options: Dict, roles: inputs.Roles, split: Optional[str]
+) -> np.ndarray:
     if split:
         return frame[split].values & ~frame[split].null_mask
     order = None
     if options.get("data_split") == "seq" and roles.key:
         order = np.lexsort([frame[k].values for k in reversed(roles.key)])
         order = np.argsort(order)  # each row's rank in key order
-    return supervised.held_out_mask(frame.n_rows, options, order)
+    return supervised.held_out_mask(
+        frame.n_rows, params.from_options(params.Split, options), order
+    )
 
 
 def _metrics(model, X, target, held) -> Dict:
@@ -55,11 +64,14 @@ def _target(frame: Frame, options: Dict):
         return None
     label = frame[options["label"]]
     classification = options["model_type"] in ("logistic_regression", "dnn_classifier") or (
-        options["model_type"] == "factorization_machine" and label.type.kind in ("text", "boolean"))
+        options["model_type"] == "factorization_machine" and label.type.kind in ("text", "boolean")
+    )
     target = supervised.Target.of(label.values, label.nulls, classification, options["label"])
     if options["model_type"] == "factorization_machine" and target.task == "multiclass":
-        raise supervised.TargetError(f'label column "{options["label"]}" has {len(target.classes)} classes; '
-                                     f"factorization_machine does regression and binary classification.")
+        raise supervised.TargetError(
+            f'label column "{options["label"]}" has {len(target.classes)} classes; '
+            f"factorization_machine does regression and binary classification."
+        )
     return target
 
 
@@ -70,7 +82,9 @@ def _with_split_excluded(options: Dict, split: Optional[str]) -> Dict:
 
 
 def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
-    if frame.n_rows == 0 and ctx.empty:  # dbt run --empty: the weights table's shape, nothing trained
+    if (
+        frame.n_rows == 0 and ctx.empty
+    ):  # dbt run --empty: the weights table's shape, nothing trained
         write_frame(ctx.conn, ctx.targets.main, weights.empty_weights_frame())
         return Outcome(0, 0, "TRAIN 0 rows (--empty: not trained)")
     if frame.n_rows == 0:
@@ -86,19 +100,43 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
     inputs.check_finite(frame, roles.features)
     target = _target(frame, options)
     held = _held_out(frame, options, roles, split)
-    encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
-                             options["max_input_attributes"])
+    encoder = FeatureEncoder(
+        options["normalize"],
+        options["max_states"],
+        options["null_handling"],
+        options["max_input_attributes"],
+    )
     encoder.fit(list(inputs.raw_columns(frame.take(~held), roles.features).values()))
     inputs.report_dropped(encoder)
     X = encoder.transform(inputs.raw_columns(frame, roles.features))
-    model = supervised.train(X, target, options, held)
+    model = supervised.train(
+        X,
+        target,
+        held,
+        params.from_options(params.Network, options),
+        params.from_options(params.Fitting, options),
+        options.get("class_weight"),
+    )
     interrupt.check()
     metrics = _metrics(model, X, target, held)
-    log.info(f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
-             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    log.info(
+        f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
+        + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    )
     kinds = {n: frame[n].type.kind for n in roles.features}
-    return _register_and_write(ctx, options, model, encoder, kinds, frame, metrics, frame.n_rows, fingerprint,
-                               int((~held).sum()), int(held.sum()))
+    return _register_and_write(
+        ctx,
+        options,
+        model,
+        encoder,
+        kinds,
+        frame,
+        metrics,
+        frame.n_rows,
+        fingerprint,
+        int((~held).sum()),
+        int(held.sum()),
+    )
 
 
 class TrainJob:
@@ -121,30 +159,69 @@ class TrainJob:
             steps.close_reader(state.reader)
 
 
-def _register_and_write(ctx: JobContext, options: Dict, model, encoder, kinds, sample: Frame, metrics, n_rows,
-                        fingerprint, train_rows, held_rows) -> Outcome:
+def _register_and_write(
+    ctx: JobContext,
+    options: Dict,
+    model,
+    encoder,
+    kinds,
+    sample: Frame,
+    metrics,
+    n_rows,
+    fingerprint,
+    train_rows,
+    held_rows,
+) -> Outcome:
     """Register the version (in the same transaction as the swap) and write the weights table."""
     linear = isinstance(model, supervised.LinearModel)
-    parameters = {"task": model.task, "classes": model.classes,
-                  "label_type": sample[options["label"]].type.name if options.get("label") else None}
-    parameters.update({"kernel": model.kernel, "bias": model.bias} if linear
-                      else {"shift": model.shift, "spread": model.spread})
-    info = {"loss": model.history.loss, "val_loss": model.history.val_loss, "epochs": model.history.epochs_run,
-            "epoch_seconds": model.history.epoch_seconds, "train_rows": train_rows, "held_out_rows": held_rows}
-    version = steps.register(ctx, registry.ModelVersion(
-        model_name=ctx.model_name, version=0, model_type=options["model_type"], options=options,
-        features={**encoder.to_dict(), "kinds": kinds, "dropped": encoder.dropped_}, label=options.get("label"),
-        parameters=parameters, metrics=metrics, training_info=info, row_count=n_rows,
-        input_fingerprint=fingerprint.hexdigest(), sql_fingerprint=steps.sql_fingerprint(ctx.sql),
-        artifact=None if linear else model.artifact))
-    frame = (weights.linear_weights_frame if linear else weights.network_weights_frame)(model, encoder, version)
+    parameters = {
+        "task": model.task,
+        "classes": model.classes,
+        "label_type": sample[options["label"]].type.name if options.get("label") else None,
+    }
+    parameters.update(
+        {"kernel": model.kernel, "bias": model.bias}
+        if linear
+        else {"shift": model.shift, "spread": model.spread}
+    )
+    info = {
+        "loss": model.history.loss,
+        "val_loss": model.history.val_loss,
+        "epochs": model.history.epochs_run,
+        "epoch_seconds": model.history.epoch_seconds,
+        "train_rows": train_rows,
+        "held_out_rows": held_rows,
+    }
+    version = steps.register(
+        ctx,
+        registry.ModelVersion(
+            model_name=ctx.model_name,
+            version=0,
+            model_type=options["model_type"],
+            options=options,
+            features={**encoder.to_dict(), "kinds": kinds, "dropped": encoder.dropped_},
+            label=options.get("label"),
+            parameters=parameters,
+            metrics=metrics,
+            training_info=info,
+            row_count=n_rows,
+            input_fingerprint=fingerprint.hexdigest(),
+            sql_fingerprint=steps.sql_fingerprint(ctx.sql),
+            artifact=None if linear else model.artifact,
+        ),
+    )
+    frame = (weights.linear_weights_frame if linear else weights.network_weights_frame)(
+        model, encoder, version
+    )
     write_frame(ctx.conn, ctx.targets.main, frame)
     return Outcome(n_rows, version, f"TRAIN {n_rows} rows, {options['model_type']}, v{version}")
 
 
 # ---------------------------------------------------------------- inputs larger than the memory budget
 
-METRIC_ROWS = 500_000  # metrics of a streamed fit come from the first rows of each side, up to this many
+METRIC_ROWS = (
+    500_000  # metrics of a streamed fit come from the first rows of each side, up to this many
+)
 
 
 class _Stream:
@@ -155,11 +232,13 @@ class _Stream:
         key = options.get("key") or []
         if options.get("data_split") == "seq":  # held out: the last rows in key order
             if not key:
-                raise inputs.InputError("data_split='seq' needs config(key=...) to order the rows by.")
+                raise inputs.InputError(
+                    "data_split='seq' needs config(key=...) to order the rows by."
+                )
             sql = f"select * from (\n{sql}\n) as __sqlflow_q order by {', '.join(quote(k) for k in key)}"
         self.reader = BatchReader(conn, sql, options["sample_size"] or 50_000)
         self.n_rows = self.reader.n_rows
-        self.split_column = None
+        self.split_column: Optional[str] = None
         n_held = int(round(self.n_rows * (options.get("validation_split") or 0.0)))
         self.first_held_row = self.n_rows - n_held
 
@@ -174,7 +253,8 @@ class _Stream:
                 held = np.arange(offset, offset + frame.n_rows) >= self.first_held_row
             else:
                 held = np.random.default_rng([seed, index]).random(frame.n_rows) < (
-                    self.options.get("validation_split") or 0.0)
+                    self.options.get("validation_split") or 0.0
+                )
             offset += frame.n_rows
             yield frame, held
 
@@ -205,13 +285,18 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
             if label:
                 y = part[label]
                 if y.nulls is not None:
-                    raise supervised.TargetError(f'label column "{label}" has NULL values; filter them out '
-                                                 f"in the SELECT (where {label} is not null).")
+                    raise supervised.TargetError(
+                        f'label column "{label}" has NULL values; filter them out '
+                        f"in the SELECT (where {label} is not null)."
+                    )
                 if classification:
                     for value, count in zip(*np.unique(y.values, return_counts=True)):
                         states[value] = states.get(value, 0) + int(count)
                 else:
-                    total, total_sq = total + float(y.values.sum()), total_sq + float((y.values.astype(float) ** 2).sum())
+                    total, total_sq = (
+                        total + float(y.values.sum()),
+                        total_sq + float((y.values.astype(float) ** 2).sum()),
+                    )
             n_train += part.n_rows
             yield inputs.raw_columns(part, roles.features)
 
@@ -220,7 +305,8 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
     if label:
         label_kind = next(c for c in first.columns if c.name == label).plan.type.kind
     classification = options["model_type"] in ("logistic_regression", "dnn_classifier") or (
-        options["model_type"] == "factorization_machine" and label_kind in ("text", "boolean"))
+        options["model_type"] == "factorization_machine" and label_kind in ("text", "boolean")
+    )
     encoder.fit_batches(training_columns())
     classes, counts, shift, spread = None, None, 0.0, 1.0
     if not label:
@@ -233,13 +319,22 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
     else:
         task = "regression"
         shift = total / n_train
-        spread = float(np.sqrt(max(total_sq / n_train - shift ** 2, 0.0))) or 1.0
-    return supervised.StreamSpec(task, classes, shift, spread, counts, steps["train"], steps["held"], n_train,
-                                 stream.n_rows - n_train)
+        spread = float(np.sqrt(max(total_sq / n_train - shift**2, 0.0))) or 1.0
+    return supervised.StreamSpec(
+        task,
+        classes,
+        shift,
+        spread,
+        counts,
+        steps["train"],
+        steps["held"],
+        n_train,
+        stream.n_rows - n_train,
+    )
 
 
 def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
-    kept = {False: ([], []), True: ([], [])}
+    kept: Dict[bool, tuple] = {False: ([], []), True: ([], [])}
     for frame, held in stream.frames():
         for side in (False, True):
             rows = held if side else ~held
@@ -272,15 +367,21 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
     options = _with_split_excluded(options, stream.split_column)
     stream.options = options
     roles = inputs.roles(first, options)
-    encoder = FeatureEncoder(options["normalize"], options["max_states"], options["null_handling"],
-                             options["max_input_attributes"])
+    encoder = FeatureEncoder(
+        options["normalize"],
+        options["max_states"],
+        options["null_handling"],
+        options["max_input_attributes"],
+    )
     fingerprint = inputs.Fingerprint()
     spec = _stream_spec(stream, roles, encoder, fingerprint, options)
     kept = steps.unchanged(ctx, fingerprint.hexdigest(), "TRAIN", stream.n_rows)
     if kept:
         return kept
     inputs.report_dropped(encoder)
-    log.info(f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch")
+    log.info(
+        f"streaming {stream.n_rows} rows in batches: {spec.train_steps} training steps per epoch"
+    )
     encode = lambda frame: encoder.transform(inputs.raw_columns(frame, roles.features))  # noqa: E731
     label = options.get("label")
 
@@ -303,8 +404,26 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
                     y = (y - spec.shift) / spec.spread
                 yield X, y.astype(np.int64 if spec.task == "multiclass" else np.float32)
 
-    model = supervised.train_streaming(batches, len(encoder.feature_names), spec, options)
+    model = supervised.train_streaming(
+        batches,
+        len(encoder.feature_names),
+        spec,
+        params.from_options(params.Network, options),
+        params.from_options(params.Fitting, options),
+        options.get("class_weight"),
+    )
     metrics = _stream_metrics(model, stream, encode, numeric_label)
     kinds = {n: first[n].type.kind for n in roles.features}
-    return _register_and_write(ctx, options, model, encoder, kinds, first, metrics, stream.n_rows,
-                               fingerprint, spec.train_rows, spec.held_rows)
+    return _register_and_write(
+        ctx,
+        options,
+        model,
+        encoder,
+        kinds,
+        first,
+        metrics,
+        stream.n_rows,
+        fingerprint,
+        spec.train_rows,
+        spec.held_rows,
+    )

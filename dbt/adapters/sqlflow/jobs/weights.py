@@ -1,5 +1,6 @@
 """The long weights tables of `ml_train` nodes: one row per number (model_version, tensor, i, j,
 feature, class, value), in original units where the model is linear, so the user's SQL can join it."""
+
 from typing import List
 
 import numpy as np
@@ -25,29 +26,48 @@ def output_classes(model: supervised.LinearModel) -> List:
     return [model.classes[1]] if model.task == "binary" else list(model.classes)
 
 
-def linear_weights_frame(model: supervised.LinearModel, encoder: FeatureEncoder, version: int) -> Frame:
+def linear_weights_frame(
+    model: supervised.LinearModel, encoder: FeatureEncoder, version: int
+) -> Frame:
     kernel, bias = original_units(model, encoder)
     names = encoder.feature_names
     classes = output_classes(model)
-    rows = [("weights", j, k, names[j], classes[k], kernel[j, k]) for k in range(kernel.shape[1])
-            for j in range(kernel.shape[0])]
-    rows += [("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))]
-    tensor, i, j, feature, klass, value = (list(x) for x in zip(*rows))
+    rows = [
+        ("weights", j, k, names[j], classes[k], kernel[j, k])
+        for k in range(kernel.shape[1])
+        for j in range(kernel.shape[0])
+    ]
+    rows += [
+        ("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))
+    ]
+    tensor, rows_i, rows_j, feature, klass, value = (list(x) for x in zip(*rows))
     n = len(rows)
     klass_null = np.array([c is None for c in klass])
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array([x or 0 for x in i], np.int32), nulls=np.array([x is None for x in i]),
-                  type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array(j, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array(feature, object)),
-        Column.of("class", np.array(["" if c is None else supervised.class_name(c) for c in klass], object), nulls=klass_null),
-        Column.of("value", np.array(value, float)),
-    ])
+    return Frame(
+        [
+            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of("tensor", np.array(tensor, object)),
+            Column.of(
+                "i",
+                np.array([x or 0 for x in rows_i], np.int32),
+                nulls=np.array([x is None for x in rows_i]),
+                type=WIRE_TYPES["integer"],
+            ),
+            Column.of("j", np.array(rows_j, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of("feature", np.array(feature, object)),
+            Column.of(
+                "class",
+                np.array(["" if c is None else supervised.class_name(c) for c in klass], object),
+                nulls=klass_null,
+            ),
+            Column.of("value", np.array(value, float)),
+        ]
+    )
 
 
-def network_weights_frame(model: supervised.KerasModel, encoder: FeatureEncoder, version: int) -> Frame:
+def network_weights_frame(
+    model: supervised.KerasModel, encoder: FeatureEncoder, version: int
+) -> Frame:
     """Every layer's arrays, one row per number: `tensor` is layer/weight (e.g. hidden_0/kernel), `i`
     and `j` index it, `feature` names the input feature where the first axis runs over features."""
     names = encoder.feature_names
@@ -56,20 +76,37 @@ def network_weights_frame(model: supervised.KerasModel, encoder: FeatureEncoder,
         matrix = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
-                rows.append((f"{layer}/{name}", i, j if array.ndim == 2 else None,
-                             names[i] if per_feature else None, float(matrix[i, j])))
-    tensor, i, j, feature, value = (list(x) for x in zip(*rows))
+                rows.append(
+                    (
+                        f"{layer}/{name}",
+                        i,
+                        j if array.ndim == 2 else None,
+                        names[i] if per_feature else None,
+                        float(matrix[i, j]),
+                    )
+                )
+    tensor, rows_i, rows_j, feature, value = (list(x) for x in zip(*rows))
     n = len(rows)
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array(i, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array([x or 0 for x in j], np.int32), nulls=np.array([x is None for x in j]),
-                  type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array([x or "" for x in feature], object), nulls=np.array([x is None for x in feature])),
-        Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-        Column.of("value", np.array(value, float)),
-    ])
+    return Frame(
+        [
+            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of("tensor", np.array(tensor, object)),
+            Column.of("i", np.array(rows_i, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of(
+                "j",
+                np.array([x or 0 for x in rows_j], np.int32),
+                nulls=np.array([x is None for x in rows_j]),
+                type=WIRE_TYPES["integer"],
+            ),
+            Column.of(
+                "feature",
+                np.array([x or "" for x in feature], object),
+                nulls=np.array([x is None for x in feature]),
+            ),
+            Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
+            Column.of("value", np.array(value, float)),
+        ]
+    )
 
 
 def cluster_weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame:
@@ -82,34 +119,59 @@ def cluster_weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame
         rows += [("mixture_weights", i, None, None, w) for i, w in enumerate(model.weights)]
         cov = np.asarray(model.covariances)
         if model.covariance_type == "diag":
-            rows += [("variances", i, j, names[j], v) for i, r in enumerate(cov) for j, v in enumerate(r)]
+            rows += [
+                ("variances", i, j, names[j], v)
+                for i, r in enumerate(cov)
+                for j, v in enumerate(r)
+            ]
         elif model.covariance_type == "spherical":
             rows += [("variances", i, None, None, v) for i, v in enumerate(cov)]
         elif model.covariance_type == "tied":
-            rows += [("covariance", a, b, names[a], cov[a, b]) for a in range(len(cov)) for b in range(len(cov))]
+            rows += [
+                ("covariance", a, b, names[a], cov[a, b])
+                for a in range(len(cov))
+                for b in range(len(cov))
+            ]
         else:
-            rows += [("covariances", i, a * len(names) + b, names[a], c[a, b])
-                     for i, c in enumerate(cov) for a in range(len(c)) for b in range(len(c))]
-    tensor, i, j, feature, value = (list(x) for x in zip(*rows))
-    j_nulls = np.array([x is None for x in j])
+            rows += [
+                ("covariances", i, a * len(names) + b, names[a], c[a, b])
+                for i, c in enumerate(cov)
+                for a in range(len(c))
+                for b in range(len(c))
+            ]
+    tensor, rows_i, rows_j, feature, value = (list(x) for x in zip(*rows))
+    j_nulls = np.array([x is None for x in rows_j])
     f_nulls = np.array([x is None for x in feature])
     n = len(value)
-    return Frame([
-        Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("tensor", np.array(tensor, object)),
-        Column.of("i", np.array(i, np.int32), type=WIRE_TYPES["integer"]),
-        Column.of("j", np.array([x or 0 for x in j], np.int32), nulls=j_nulls, type=WIRE_TYPES["integer"]),
-        Column.of("feature", np.array([x or "" for x in feature], object), nulls=f_nulls),
-        Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-        Column.of("value", np.array(value, float)),
-    ])
+    return Frame(
+        [
+            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of("tensor", np.array(tensor, object)),
+            Column.of("i", np.array(rows_i, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of(
+                "j",
+                np.array([x or 0 for x in rows_j], np.int32),
+                nulls=j_nulls,
+                type=WIRE_TYPES["integer"],
+            ),
+            Column.of("feature", np.array([x or "" for x in feature], object), nulls=f_nulls),
+            Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
+            Column.of("value", np.array(value, float)),
+        ]
+    )
 
 
 def empty_weights_frame() -> Frame:
     """The weights table's columns with no rows (`dbt run --empty`)."""
     integer, text = WIRE_TYPES["integer"], WIRE_TYPES["text"]
-    return Frame([Column.of("model_version", np.empty(0, np.int32), type=integer),
-                  Column.of("tensor", np.empty(0, object), type=text),
-                  Column.of("i", np.empty(0, np.int32), type=integer), Column.of("j", np.empty(0, np.int32), type=integer),
-                  Column.of("feature", np.empty(0, object), type=text), Column.of("class", np.empty(0, object), type=text),
-                  Column.of("value", np.empty(0, np.float64))])
+    return Frame(
+        [
+            Column.of("model_version", np.empty(0, np.int32), type=integer),
+            Column.of("tensor", np.empty(0, object), type=text),
+            Column.of("i", np.empty(0, np.int32), type=integer),
+            Column.of("j", np.empty(0, np.int32), type=integer),
+            Column.of("feature", np.empty(0, object), type=text),
+            Column.of("class", np.empty(0, object), type=text),
+            Column.of("value", np.empty(0, np.float64)),
+        ]
+    )

@@ -3,10 +3,10 @@
 Models are plain numpy arrays (`ClusterModel`), so they are stored as weight rows and rebuilt for
 scoring without pickling. scikit-learn does the fitting and is imported only here, when it runs.
 """
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import logging
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,8 +16,6 @@ from dbt.adapters.sqlflow.errors import ClusteringError
 log = logging.getLogger("dbt_sqlflow.ml")
 
 SILHOUETTE_SAMPLE = 5_000  # silhouette is quadratic in rows: a sample keeps it under a second
-
-
 
 
 @dataclass
@@ -64,35 +62,70 @@ def _precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.nda
 
 def _nearest(X: np.ndarray, centers: np.ndarray, block: int = 65_536) -> np.ndarray:
     labels = np.empty(len(X), np.int64)
-    c2 = (centers ** 2).sum(axis=1)
+    c2 = (centers**2).sum(axis=1)
     for start in range(0, len(X), block):  # blocks bound the (rows x k) distance matrix
         part = X[start : start + block]
         labels[start : start + block] = (c2 - 2 * part @ centers.T).argmin(axis=1)
     return labels
 
 
-def fit(X: np.ndarray, model_type: str, k: int, seed: int = 0, n_init: int = 1, max_iter=None, tol=None,
-        covariance_type: str = "diag") -> ClusterModel:
+def fit(
+    X: np.ndarray,
+    model_type: str,
+    k: int,
+    seed: int = 0,
+    n_init: int = 1,
+    max_iter=None,
+    tol=None,
+    covariance_type: str = "diag",
+) -> ClusterModel:
     """Fit k clusters on the whole matrix."""
     n_distinct = len(np.unique(X, axis=0)) if len(X) <= 200_000 else len(X)
     if k > n_distinct:
-        raise ClusteringError(f"n_clusters={k} is larger than the {n_distinct} distinct input rows; "
-                              f"lower n_clusters or use n_clusters=0 to choose k.")
+        raise ClusteringError(
+            f"n_clusters={k} is larger than the {n_distinct} distinct input rows; "
+            f"lower n_clusters or use n_clusters=0 to choose k."
+        )
     if model_type == "kmeans":
         from sklearn.cluster import KMeans
 
-        km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed,
-                    max_iter=max_iter or 300, tol=1e-4 if tol is None else tol).fit(X)
-        return ClusterModel("kmeans", km.cluster_centers_, info={"inertia": float(km.inertia_),
-                                                                 "iterations": int(km.n_iter_)})
+        km = KMeans(
+            n_clusters=k,
+            init="k-means++",
+            n_init=n_init,
+            random_state=seed,
+            max_iter=max_iter or 300,
+            tol=1e-4 if tol is None else tol,
+        ).fit(X)
+        return ClusterModel(
+            "kmeans",
+            km.cluster_centers_,
+            info={"inertia": float(km.inertia_), "iterations": int(km.n_iter_)},
+        )
     from sklearn.mixture import GaussianMixture
 
-    gm = GaussianMixture(n_components=k, covariance_type=covariance_type, random_state=seed,
-                         max_iter=max_iter or 100, tol=1e-3 if tol is None else tol, reg_covar=1e-6).fit(X)
-    return ClusterModel("em", gm.means_, covariance_type, gm.covariances_, gm.weights_,
-                        info={"iterations": int(gm.n_iter_), "converged": bool(gm.converged_),
-                              "lower_bound": float(gm.lower_bound_), "bic": float(gm.bic(X)),
-                              "aic": float(gm.aic(X))})
+    gm = GaussianMixture(
+        n_components=k,
+        covariance_type=covariance_type,
+        random_state=seed,
+        max_iter=max_iter or 100,
+        tol=1e-3 if tol is None else tol,
+        reg_covar=1e-6,
+    ).fit(X)
+    return ClusterModel(
+        "em",
+        gm.means_,
+        covariance_type,
+        gm.covariances_,
+        gm.weights_,
+        info={
+            "iterations": int(gm.n_iter_),
+            "converged": bool(gm.converged_),
+            "lower_bound": float(gm.lower_bound_),
+            "bic": float(gm.bic(X)),
+            "aic": float(gm.aic(X)),
+        },
+    )
 
 
 def cluster_sizes(model: ClusterModel, batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -102,31 +135,41 @@ def cluster_sizes(model: ClusterModel, batches: Iterable[np.ndarray]) -> np.ndar
     return sizes
 
 
-def drop_small_clusters(model: ClusterModel, sizes: np.ndarray, minimum_support: int) -> ClusterModel:
+def drop_small_clusters(
+    model: ClusterModel, sizes: np.ndarray, minimum_support: int
+) -> ClusterModel:
     """Remove clusters with fewer than minimum_support rows (sizes: rows per cluster); their rows go
     to the nearest surviving centre when assigned."""
     keep = np.flatnonzero(sizes >= minimum_support)
     if len(keep) == model.k:
         return model
     if len(keep) == 0:
-        raise ClusteringError(f"no cluster has minimum_support={minimum_support} rows "
-                              f"(largest: {sizes.max()}); lower minimum_support.")
+        raise ClusteringError(
+            f"no cluster has minimum_support={minimum_support} rows "
+            f"(largest: {sizes.max()}); lower minimum_support."
+        )
     dropped = {**model.info, "dropped_clusters": int(model.k - len(keep))}
     if model.model_type == "kmeans":
         return ClusterModel("kmeans", model.centers[keep], info=dropped)
     weights = model.weights[keep] / model.weights[keep].sum()
     covariances = model.covariances if model.covariance_type == "tied" else model.covariances[keep]
-    return ClusterModel("em", model.centers[keep], model.covariance_type, covariances, weights, info=dropped)
+    return ClusterModel(
+        "em", model.centers[keep], model.covariance_type, covariances, weights, info=dropped
+    )
 
 
-def metrics(X: np.ndarray, labels: np.ndarray, model: ClusterModel, seed: int = 0) -> Dict[str, float]:
+def metrics(
+    X: np.ndarray, labels: np.ndarray, model: ClusterModel, seed: int = 0
+) -> Dict[str, float]:
     """Inertia, silhouette (on a sample), Davies-Bouldin, Calinski-Harabasz; BIC/AIC for EM."""
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
     out = {"inertia": float(((X - model.centers[labels]) ** 2).sum()), "k": model.k}
     if 1 < len(np.unique(labels)) < len(X):
         sample = min(len(X), SILHOUETTE_SAMPLE)
-        out["silhouette"] = float(silhouette_score(X, labels, sample_size=sample, random_state=seed))
+        out["silhouette"] = float(
+            silhouette_score(X, labels, sample_size=sample, random_state=seed)
+        )
         out["davies_bouldin"] = float(davies_bouldin_score(X, labels))
         out["calinski_harabasz"] = float(calinski_harabasz_score(X, labels))
     if model.model_type == "em":
@@ -135,28 +178,33 @@ def metrics(X: np.ndarray, labels: np.ndarray, model: ClusterModel, seed: int = 
     return out
 
 
-def choose_k(X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int = 0,
-             **fit_options) -> Tuple[int, List[Dict]]:
+def choose_k(
+    X: np.ndarray, model_type: str, k_range: Iterable[int], seed: int = 0, **fit_options
+) -> Tuple[int, List[Dict]]:
     """k for n_clusters=0: EM by lowest BIC; k-means by the knee of inertia (`knee`)."""
     low, high = k_range
     high = min(high, len(np.unique(X, axis=0)) if len(X) <= 200_000 else high)
     if high < low:
-        raise ClusteringError(f"k_range starts at {low} but the input has only {high} distinct rows.")
-    sweep = []
+        raise ClusteringError(
+            f"k_range starts at {low} but the input has only {high} distinct rows."
+        )
+    sweep: List[Dict] = []
     for k in range(low, high + 1):
         interrupt.check()
         model = fit(X, model_type, k, seed, **fit_options)
         labels, _, _ = model.assign(X)
         sweep.append({"k": k, **metrics(X, labels, model, seed)})
-        log.debug(f"k={k}: inertia {sweep[-1]['inertia']:.6g}, "
-                  f"silhouette {sweep[-1].get('silhouette', float('nan')):.3f}")
+        log.debug(
+            f"k={k}: inertia {sweep[-1]['inertia']:.6g}, "
+            f"silhouette {sweep[-1].get('silhouette', float('nan')):.3f}"
+        )
     if model_type == "em":
         best = min(sweep, key=lambda r: r["bic"])
     else:
         best = knee(sweep, float(((X - X.mean(axis=0)) ** 2).sum()))
     for row in sweep:
         row["chosen"] = row["k"] == best["k"]
-    return best["k"], sweep
+    return int(best["k"]), sweep
 
 
 def knee(sweep: List[Dict], total_inertia: float) -> Dict:
@@ -173,7 +221,9 @@ def knee(sweep: List[Dict], total_inertia: float) -> Dict:
         return sweep[0]
     x_n = (ks - ks[0]) / (ks[-1] - ks[0])
     y_n = (y - y.min()) / (y[0] - y.min())
-    gap = ((1.0 + (y_n[-1] - 1.0) * x_n) - y_n)[1:]  # the chord from k=1 to the last k, minus the curve
+    gap = ((1.0 + (y_n[-1] - 1.0) * x_n) - y_n)[
+        1:
+    ]  # the chord from k=1 to the last k, minus the curve
     top = gap.max()
     candidates = [r for r, g in zip(sweep, gap) if g >= top - 0.05 * abs(top)]
     return max(candidates, key=lambda r: (r.get("silhouette", 0.0), -r["k"]))
@@ -187,8 +237,16 @@ def knee(sweep: List[Dict], total_inertia: float) -> Dict:
 STREAM_PASSES = {"kmeans": 10, "em": 20}
 
 
-def fit_streaming(batches: Callable[[], Iterable[np.ndarray]], model_type: str, k: int, seed: int = 0,
-                  n_init: int = 1, max_iter=None, tol=None, covariance_type: str = "diag") -> ClusterModel:
+def fit_streaming(
+    batches: Callable[[], Iterable[np.ndarray]],
+    model_type: str,
+    k: int,
+    seed: int = 0,
+    n_init: int = 1,
+    max_iter=None,
+    tol=None,
+    covariance_type: str = "diag",
+) -> ClusterModel:
     passes = max_iter or STREAM_PASSES[model_type]
     if model_type == "kmeans":
         return _minibatch_kmeans(batches, k, seed, n_init, passes, 1e-4 if tol is None else tol)
@@ -206,8 +264,10 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
         interrupt.check()
         for X in batches():
             if not hasattr(km, "cluster_centers_") and len(X) < k:
-                raise ClusteringError(f"the first batch has {len(X)} rows, fewer than n_clusters={k}; "
-                                      f"raise sample_size.")
+                raise ClusteringError(
+                    f"the first batch has {len(X)} rows, fewer than n_clusters={k}; "
+                    f"raise sample_size."
+                )
             km.partial_fit(X)
         shift = np.inf if previous is None else np.abs(km.cluster_centers_ - previous).max()
         previous = km.cluster_centers_.copy()
@@ -223,7 +283,9 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
     Initialised by a seeded GaussianMixture on the first batch."""
     first = next(iter(batches()))
     if len(first) < k:
-        raise ClusteringError(f"the first batch has {len(first)} rows, fewer than n_clusters={k}; raise sample_size.")
+        raise ClusteringError(
+            f"the first batch has {len(first)} rows, fewer than n_clusters={k}; raise sample_size."
+        )
     model = fit(first, "em", k, seed, covariance_type=covariance_type)
     previous, done = -np.inf, 0
     for done in range(1, passes + 1):
@@ -247,8 +309,13 @@ def _em_statistics(model: ClusterModel, batches):
         r = gm.predict_proba(X)  # (rows, k)
         total_log_likelihood += float(gm.score_samples(X).sum())
         n += len(X)
-        part = {"N": r.sum(axis=0), "S": r.T @ X, "Q": np.einsum("ik,id,ie->kde", r, X, X)
-                if model.covariance_type in ("full", "tied") else r.T @ (X * X)}
+        part = {
+            "N": r.sum(axis=0),
+            "S": r.T @ X,
+            "Q": np.einsum("ik,id,ie->kde", r, X, X)
+            if model.covariance_type in ("full", "tied")
+            else r.T @ (X * X),
+        }
         stats = part if stats is None else {key: stats[key] + part[key] for key in stats}
     stats["n"] = n
     return stats, total_log_likelihood / n
@@ -260,11 +327,15 @@ def _m_step(stats, covariance_type, reg) -> ClusterModel:
     means = S / N[:, None]
     d = means.shape[1]
     if covariance_type == "diag":
-        covariances = Q / N[:, None] - means ** 2 + reg
+        covariances = Q / N[:, None] - means**2 + reg
     elif covariance_type == "spherical":
-        covariances = (Q / N[:, None] - means ** 2).mean(axis=1) + reg
+        covariances = (Q / N[:, None] - means**2).mean(axis=1) + reg
     elif covariance_type == "full":
-        covariances = Q / N[:, None, None] - np.einsum("kd,ke->kde", means, means) + reg * np.eye(d)
+        covariances = (
+            Q / N[:, None, None] - np.einsum("kd,ke->kde", means, means) + reg * np.eye(d)
+        )
     else:  # tied: one covariance shared by all components
-        covariances = (Q.sum(axis=0) - np.einsum("k,kd,ke->de", N, means, means)) / n + reg * np.eye(d)
+        covariances = (
+            Q.sum(axis=0) - np.einsum("k,kd,ke->de", N, means, means)
+        ) / n + reg * np.eye(d)
     return ClusterModel("em", means, covariance_type, covariances, N / N.sum())

@@ -5,6 +5,7 @@ of it here runs under one process-wide lock: several ML nodes under `dbt run --t
 turns in TensorFlow and stay deterministic. Models are saved as `.keras` bytes and loaded back
 with safe_mode=True; nothing is pickled.
 """
+
 import gc
 import logging
 import os
@@ -14,12 +15,13 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.errors import ArtifactError
+from dbt.adapters.sqlflow.ml.params import Fitting
 
 log = logging.getLogger("dbt_sqlflow.ml")
 _tf_lock = threading.RLock()
@@ -51,16 +53,24 @@ def tensorflow_session(seed: int):
 
 
 def _optimizer(keras, name: str, learning_rate: float):
-    return {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
-            "rmsprop": keras.optimizers.RMSprop, "ftrl": keras.optimizers.Ftrl}[name](learning_rate=learning_rate)
+    return {
+        "sgd": keras.optimizers.SGD,
+        "adam": keras.optimizers.Adam,
+        "adagrad": keras.optimizers.Adagrad,
+        "rmsprop": keras.optimizers.RMSprop,
+        "ftrl": keras.optimizers.Ftrl,
+    }[name](learning_rate=learning_rate)
 
 
-def build_linear(keras, n_inputs: int, n_outputs: int, activation: Optional[str], l1: float, l2: float):
+def build_linear(
+    keras, n_inputs: int, n_outputs: int, activation: Optional[str], l1: float, l2: float
+):
     """One dense layer: linear regression (no activation), logistic (sigmoid) or softmax regression."""
     regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
     inputs = keras.Input(shape=(n_inputs,), name="features")
-    outputs = keras.layers.Dense(n_outputs, activation=activation, kernel_regularizer=regularizer,
-                                 name="linear")(inputs)
+    outputs = keras.layers.Dense(
+        n_outputs, activation=activation, kernel_regularizer=regularizer, name="linear"
+    )(inputs)
     return keras.Model(inputs, outputs)
 
 
@@ -89,39 +99,93 @@ class _ProgressLog:
                 held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
                 # a handful of progress lines per run; every epoch goes to the debug log
                 shown = (epoch + 1) % max(1, total // 5) == 0 or epoch == 0
-                (log.info if shown else log.debug)(f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
-                         f" ({seconds[-1]:.2f} s)")
+                (log.info if shown else log.debug)(
+                    f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
+                    f" ({seconds[-1]:.2f} s)"
+                )
 
         return Callback()
 
 
-def _run(keras, model, loss: str, options: Dict, has_validation: bool, **fit_arguments) -> History:
+def _run(
+    keras, model, loss: str, fitting: Fitting, has_validation: bool, **fit_arguments
+) -> History:
     """Compile, fit with progress logging (and early stopping when asked), and collect the history."""
-    model.compile(optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]), loss=loss)
+    model.compile(optimizer=_optimizer(keras, fitting.optimizer, fitting.learning_rate), loss=loss)
     seconds: List[float] = []
-    callbacks = [_ProgressLog(keras, options["epochs"], seconds)]
-    if options.get("early_stopping") and has_validation:
+    callbacks = [_ProgressLog(keras, fitting.epochs, seconds)]
+    if fitting.early_stopping and has_validation:
         # gains below 1e-4 do not count: a convex loss otherwise creeps down for ever
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=options["early_stopping"],
-                                                       min_delta=1e-4, restore_best_weights=True))
-    with warnings.catch_warnings():  # Keras notes that a generator is not shuffled: ours shuffles itself
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=fitting.early_stopping,
+                min_delta=1e-4,
+                restore_best_weights=True,
+            )
+        )
+    with (
+        warnings.catch_warnings()
+    ):  # Keras notes that a generator is not shuffled: ours shuffles itself
         warnings.simplefilter("ignore", UserWarning)
-        history = model.fit(epochs=options["epochs"], callbacks=callbacks, verbose=0, **fit_arguments).history
-    return History([float(v) for v in history.get("loss", [])], [float(v) for v in history.get("val_loss", [])],
-                   len(history.get("loss", [])), seconds)
+        history = model.fit(
+            epochs=fitting.epochs, callbacks=callbacks, verbose=0, **fit_arguments
+        ).history
+    return History(
+        [float(v) for v in history.get("loss", [])],
+        [float(v) for v in history.get("val_loss", [])],
+        len(history.get("loss", [])),
+        seconds,
+    )
 
 
-def fit(keras, model, X: np.ndarray, y: np.ndarray, loss: str, options: Dict,
-        validation: Optional[tuple] = None, sample_weight: Optional[np.ndarray] = None) -> History:
-    return _run(keras, model, loss, options, validation is not None, x=X, y=y, batch_size=options["batch_size"],
-                shuffle=True, validation_data=validation, sample_weight=sample_weight)
+def fit(
+    keras,
+    model,
+    X: np.ndarray,
+    y: np.ndarray,
+    loss: str,
+    fitting: Fitting,
+    validation: Optional[tuple] = None,
+    sample_weight: Optional[np.ndarray] = None,
+) -> History:
+    return _run(
+        keras,
+        model,
+        loss,
+        fitting,
+        validation is not None,
+        x=X,
+        y=y,
+        batch_size=fitting.batch_size,
+        shuffle=True,
+        validation_data=validation,
+        sample_weight=sample_weight,
+    )
 
 
-def fit_stream(keras, model, batches, steps: int, loss: str, options: Dict, validation=None,
-               validation_steps: int = 0) -> History:
+def fit_stream(
+    keras,
+    model,
+    batches,
+    steps: int,
+    loss: str,
+    fitting: Fitting,
+    validation=None,
+    validation_steps: int = 0,
+) -> History:
     """As fit, from an endless generator of (X, y[, sample_weight]) batches, `steps` per epoch."""
-    return _run(keras, model, loss, options, validation is not None, x=batches, steps_per_epoch=steps,
-                validation_data=validation, validation_steps=validation_steps or None)
+    return _run(
+        keras,
+        model,
+        loss,
+        fitting,
+        validation is not None,
+        x=batches,
+        steps_per_epoch=steps,
+        validation_data=validation,
+        validation_steps=validation_steps or None,
+    )
 
 
 def predict(model, X: np.ndarray) -> np.ndarray:

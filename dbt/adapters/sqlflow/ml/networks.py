@@ -3,10 +3,12 @@
 Every layer is a stock Keras layer or the registered FactorizationMachine below, so a saved `.keras`
 file loads back with safe_mode=True (no Lambda, no pickled code).
 """
-from typing import Dict, List, Optional
+
+from typing import List, Optional, Sequence
 
 import numpy as np
 
+from dbt.adapters.sqlflow.ml.params import Network
 
 _FM_CLASS = None
 
@@ -15,7 +17,10 @@ def factorization_machine_layer(keras):
     """Rendle's pairwise term: 0.5 * sum_f ((x V)_f^2 - (x^2 V^2)_f), created once per process."""
     global _FM_CLASS
     if _FM_CLASS is None:
-        @keras.saving.register_keras_serializable(package="dbt_sqlflow", name="FactorizationMachine")
+
+        @keras.saving.register_keras_serializable(
+            package="dbt_sqlflow", name="FactorizationMachine"
+        )
         class FactorizationMachine(keras.layers.Layer):
             def __init__(self, n_factors: int, l2: float = 0.0, **kwargs):
                 super().__init__(**kwargs)
@@ -23,9 +28,12 @@ def factorization_machine_layer(keras):
 
             def build(self, input_shape):
                 regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
-                self.factors = self.add_weight(name="factors", shape=(input_shape[-1], self.n_factors),
-                                               initializer=keras.initializers.RandomNormal(stddev=0.01),
-                                               regularizer=regularizer)
+                self.factors = self.add_weight(
+                    name="factors",
+                    shape=(input_shape[-1], self.n_factors),
+                    initializer=keras.initializers.RandomNormal(stddev=0.01),
+                    regularizer=regularizer,
+                )
 
             def call(self, x):
                 ops = keras.ops
@@ -40,41 +48,48 @@ def factorization_machine_layer(keras):
     return _FM_CLASS
 
 
-def _regularizer(keras, options: Dict):
-    l1, l2 = options.get("l1", 0.0), options.get("l2", 0.0)
+def _regularizer(keras, network: Network):
+    l1, l2 = network.l1 or 0.0, network.l2 or 0.0
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
 
 
-def build_fm(keras, n_inputs: int, activation: Optional[str], options: Dict):
+def build_fm(keras, n_inputs: int, activation: Optional[str], network: Network):
     inputs = keras.Input(shape=(n_inputs,), name="features")
-    linear = keras.layers.Dense(1, kernel_regularizer=_regularizer(keras, options), name="linear")(inputs)
-    pairwise = factorization_machine_layer(keras)(options["n_factors"], options.get("l2", 0.0),
-                                                  name="pairwise")(inputs)
+    linear = keras.layers.Dense(1, kernel_regularizer=_regularizer(keras, network), name="linear")(
+        inputs
+    )
+    pairwise = factorization_machine_layer(keras)(
+        network.n_factors, network.l2 or 0.0, name="pairwise"
+    )(inputs)
     logit = keras.layers.Add(name="sum")([linear, pairwise])
     outputs = keras.layers.Activation(activation or "linear", name="output")(logit)
     return keras.Model(inputs, outputs)
 
 
-def build_dnn(keras, n_inputs: int, n_outputs: int, activation: Optional[str], options: Dict):
+def build_dnn(keras, n_inputs: int, n_outputs: int, activation: Optional[str], network: Network):
     x = inputs = keras.Input(shape=(n_inputs,), name="features")
-    for i, units in enumerate(options["hidden_units"]):
-        x = keras.layers.Dense(units, activation=options["activation"], name=f"hidden_{i}",
-                               kernel_regularizer=_regularizer(keras, options))(x)
-        if options.get("dropout"):
-            x = keras.layers.Dropout(options["dropout"], name=f"dropout_{i}")(x)
+    for i, units in enumerate(network.hidden_units):
+        x = keras.layers.Dense(
+            units,
+            activation=network.activation,
+            name=f"hidden_{i}",
+            kernel_regularizer=_regularizer(keras, network),
+        )(x)
+        if network.dropout:
+            x = keras.layers.Dropout(network.dropout, name=f"dropout_{i}")(x)
     outputs = keras.layers.Dense(n_outputs, activation=activation, name="output")(x)
     return keras.Model(inputs, outputs)
 
 
-def build_autoencoder(keras, n_inputs: int, options: Dict):
-    """Encoder: encode_units with `activation`, the last (the embedding) linear; decoder mirrored."""
-    units = list(options["encode_units"])
+def build_autoencoder(keras, n_inputs: int, units: Sequence[int], activation: str):
+    """Encoder: `units` with `activation`, the last (the embedding) linear; decoder mirrored."""
+    units = list(units)
     x = inputs = keras.Input(shape=(n_inputs,), name="features")
     for i, width in enumerate(units[:-1]):
-        x = keras.layers.Dense(width, activation=options["activation"], name=f"encoder_{i}")(x)
+        x = keras.layers.Dense(width, activation=activation, name=f"encoder_{i}")(x)
     x = keras.layers.Dense(units[-1], name="embedding")(x)
     for i, width in enumerate(reversed(units[:-1])):
-        x = keras.layers.Dense(width, activation=options["activation"], name=f"decoder_{i}")(x)
+        x = keras.layers.Dense(width, activation=activation, name=f"decoder_{i}")(x)
     outputs = keras.layers.Dense(n_inputs, name="reconstruction")(x)
     return keras.Model(inputs, outputs)
 
@@ -84,11 +99,24 @@ def layer_weights(model) -> List[tuple]:
     out = []
     features = model.inputs[0]
     for layer in model.layers:
-        reads_features = any(t is features for t in (layer.input if isinstance(layer.input, list) else [layer.input])) \
-            if layer.weights else False
+        reads_features = (
+            any(
+                t is features
+                for t in (layer.input if isinstance(layer.input, list) else [layer.input])
+            )
+            if layer.weights
+            else False
+        )
         for variable in layer.weights:
             array = np.asarray(variable.numpy(), np.float64)
-            out.append((layer.name, variable.path.split("/")[-1], array, reads_features and array.ndim == 2))
+            out.append(
+                (
+                    layer.name,
+                    variable.path.split("/")[-1],
+                    array,
+                    reads_features and array.ndim == 2,
+                )
+            )
     return out
 
 

@@ -9,6 +9,7 @@ numbers, dates (days) and timestamps (seconds) are continuous.
 max_input_attributes rule: continuous features are kept first, in column order, then categorical
 states from the most to the least frequent, until the limit is reached.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -18,8 +19,6 @@ from dbt.adapters.sqlflow.errors import EncodingError
 
 OTHER = "__other__"
 MISSING = "__missing__"
-
-
 
 
 @dataclass
@@ -77,7 +76,9 @@ class _ColumnStats:
 
 
 class FeatureEncoder:
-    def __init__(self, normalize="zscore", max_states=100, null_handling="impute", max_input_attributes=255):
+    def __init__(
+        self, normalize="zscore", max_states=100, null_handling="impute", max_input_attributes=255
+    ):
         self.normalize = normalize
         self.max_states = max_states
         self.null_handling = null_handling
@@ -102,10 +103,14 @@ class FeatureEncoder:
 
     def _finish(self, name: str, s: "_ColumnStats") -> dict:
         if s.count == 0:
-            raise EncodingError(f'feature column "{name}" holds only NULLs; exclude it or fill it in the SELECT.')
+            raise EncodingError(
+                f'feature column "{name}" holds only NULLs; exclude it or fill it in the SELECT.'
+            )
         if s.nulls and self.null_handling == "error":
-            raise EncodingError(f'feature column "{name}" has {s.nulls} NULL values and null_handling=\'error\'; '
-                                f"fill them in the SELECT or use null_handling='impute' or 'indicator'.")
+            raise EncodingError(
+                f"feature column \"{name}\" has {s.nulls} NULL values and null_handling='error'; "
+                f"fill them in the SELECT or use null_handling='impute' or 'indicator'."
+            )
         indicator = bool(self.null_handling == "indicator" and s.nulls)
         if s.categorical:
             return self._categorical(name, s, indicator)
@@ -116,18 +121,33 @@ class FeatureEncoder:
             center, scale = float(s.minmax.data_min_[0]), float(1.0 / s.minmax.scale_[0])
         else:
             center, scale = 0.0, 1.0
-        return {"name": name, "kind": "continuous", "impute": mean, "center": float(center),
-                "scale": float(scale), "indicator": indicator}
+        return {
+            "name": name,
+            "kind": "continuous",
+            "impute": mean,
+            "center": float(center),
+            "scale": float(scale),
+            "indicator": indicator,
+        }
 
     def _categorical(self, name: str, s: "_ColumnStats", indicator: bool) -> dict:
-        order = sorted(s.states, key=lambda state: (-s.states[state], state))  # ties by name: deterministic
+        order = sorted(
+            s.states, key=lambda state: (-s.states[state], state)
+        )  # ties by name: deterministic
         kept = order[: self.max_states]
         frequency = {state: s.states[state] for state in kept}
         if indicator:
             kept.append(MISSING)
             frequency[MISSING] = s.nulls
-        return {"name": name, "kind": "categorical", "states": kept, "other": len(order) > self.max_states,
-                "impute": kept[0], "frequency": frequency, "indicator": indicator}
+        return {
+            "name": name,
+            "kind": "categorical",
+            "states": kept,
+            "other": len(order) > self.max_states,
+            "impute": kept[0],
+            "frequency": frequency,
+            "indicator": indicator,
+        }
 
     def _limit_attributes(self) -> None:
         budget = self.max_input_attributes
@@ -136,13 +156,17 @@ class FeatureEncoder:
                 f["dropped"] = budget <= 0
                 budget -= 1 if budget > 0 else 0
         ranked = sorted(
-            ((f["frequency"][s], f["name"], s) for f in self.features_ if f["kind"] == "categorical"
-             for s in f["states"]),
+            (
+                (f["frequency"][s], f["name"], s)
+                for f in self.features_
+                if f["kind"] == "categorical"
+                for s in f["states"]
+            ),
             key=lambda t: (-t[0], t[1], t[2]),
         )
-        keep = {(name, s) for _, name, s in ranked[:max(budget, 0)]}
+        keep = {(name, s) for _, name, s in ranked[: max(budget, 0)]}
         self.dropped_ = [f["name"] for f in self.features_ if f.get("dropped")]
-        self.dropped_ += [f"{name}={s}" for _, name, s in ranked[max(budget, 0):]]
+        self.dropped_ += [f"{name}={s}" for _, name, s in ranked[max(budget, 0) :]]
         for f in self.features_:
             if f["kind"] == "categorical":
                 f["states"] = [s for s in f["states"] if (f["name"], s) in keep]
@@ -170,15 +194,20 @@ class FeatureEncoder:
             column = columns.get(f["name"])
             if column is None:
                 raise EncodingError(f'feature column "{f["name"]}" is missing from the input.')
-            blocks += self._encode_continuous(f, column) if f["kind"] == "continuous" \
+            blocks += (
+                self._encode_continuous(f, column)
+                if f["kind"] == "continuous"
                 else self._encode_categorical(f, column)
+            )
         n = len(next(iter(columns.values())).values) if columns else 0
         return np.column_stack(blocks) if blocks else np.empty((n, 0))
 
     def _encode_continuous(self, f: dict, column: RawColumn) -> List[np.ndarray]:
         nulls = column.null_mask
         if nulls.any() and self.null_handling == "error":
-            raise EncodingError(f'feature column "{f["name"]}" has NULL values and null_handling=\'error\'.')
+            raise EncodingError(
+                f"feature column \"{f['name']}\" has NULL values and null_handling='error'."
+            )
         x = np.where(nulls, f["impute"], continuous_values(column.values))
         out = [] if f.get("dropped") else [(x - f["center"]) / f["scale"]]
         if f["indicator"]:
@@ -188,7 +217,9 @@ class FeatureEncoder:
     def _encode_categorical(self, f: dict, column: RawColumn) -> List[np.ndarray]:
         nulls = column.null_mask
         if nulls.any() and self.null_handling == "error":
-            raise EncodingError(f'feature column "{f["name"]}" has NULL values and null_handling=\'error\'.')
+            raise EncodingError(
+                f"feature column \"{f['name']}\" has NULL values and null_handling='error'."
+            )
         states = _state_strings(column.values)
         states[nulls] = MISSING if f["indicator"] else f["impute"]
         out = [(states == s).astype(np.float64) for s in f["states"]]
@@ -225,12 +256,22 @@ class FeatureEncoder:
     # ---- persistence
 
     def to_dict(self) -> dict:
-        return {"normalize": self.normalize, "max_states": self.max_states, "null_handling": self.null_handling,
-                "max_input_attributes": self.max_input_attributes, "features": self.features_,
-                "encoded": self.feature_names}
+        return {
+            "normalize": self.normalize,
+            "max_states": self.max_states,
+            "null_handling": self.null_handling,
+            "max_input_attributes": self.max_input_attributes,
+            "features": self.features_,
+            "encoded": self.feature_names,
+        }
 
     @classmethod
     def from_dict(cls, state: dict) -> "FeatureEncoder":
-        encoder = cls(state["normalize"], state["max_states"], state["null_handling"], state["max_input_attributes"])
+        encoder = cls(
+            state["normalize"],
+            state["max_states"],
+            state["null_handling"],
+            state["max_input_attributes"],
+        )
         encoder.features_ = state["features"]
         return encoder

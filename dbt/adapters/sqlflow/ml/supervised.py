@@ -1,15 +1,14 @@
 """Supervised learning on arrays: targets, held-out splits, class weights, metrics, and linear models
 (linear and logistic regression) trained with Keras and kept as plain weight arrays."""
+
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from dbt.adapters.sqlflow.errors import TargetError
-
 from dbt.adapters.sqlflow.ml import keras_models
-
-
+from dbt.adapters.sqlflow.ml.params import Fitting, Network, Split
 
 
 def class_name(value) -> str:
@@ -26,39 +25,54 @@ class Target:
     classes: Optional[List] = None
 
     @classmethod
-    def of(cls, values: np.ndarray, nulls: Optional[np.ndarray], classification: bool, label: str) -> "Target":
+    def of(
+        cls, values: np.ndarray, nulls: Optional[np.ndarray], classification: bool, label: str
+    ) -> "Target":
         if nulls is not None and nulls.any():
-            raise TargetError(f'label column "{label}" has {int(nulls.sum())} NULL values; filter them out '
-                              f"in the SELECT (where {label} is not null).")
+            raise TargetError(
+                f'label column "{label}" has {int(nulls.sum())} NULL values; filter them out '
+                f"in the SELECT (where {label} is not null)."
+            )
         if not classification:
             if values.dtype.kind not in "iuf":
-                raise TargetError(f'label column "{label}" is {values.dtype.kind == "O" and "text" or values.dtype}; '
-                                  f"linear_regression needs a numeric label.")
+                raise TargetError(
+                    f'label column "{label}" is {values.dtype.kind == "O" and "text" or values.dtype}; '
+                    f"linear_regression needs a numeric label."
+                )
             return cls("regression", values.astype(np.float64))
         classes, y = np.unique(values, return_inverse=True)
         if len(classes) < 2:
-            raise TargetError(f'label column "{label}" has a single class ({classes[0]!r}); a classifier needs '
-                              f"at least two.")
-        return cls("binary" if len(classes) == 2 else "multiclass", y.astype(np.int64),
-                   [c.item() if isinstance(c, np.generic) else c for c in classes])
+            raise TargetError(
+                f'label column "{label}" has a single class ({classes[0]!r}); a classifier needs '
+                f"at least two."
+            )
+        return cls(
+            "binary" if len(classes) == 2 else "multiclass",
+            y.astype(np.int64),
+            [c.item() if isinstance(c, np.generic) else c for c in classes],
+        )
 
 
-def held_out_mask(n_rows: int, options: Dict, order: Optional[np.ndarray] = None,
-                  flag: Optional[np.ndarray] = None) -> np.ndarray:
+def held_out_mask(
+    n_rows: int,
+    split: Split,
+    order: Optional[np.ndarray] = None,
+    flag: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """True for rows held out for evaluation: a seeded random fraction, the last fraction in key order
     (`seq`), or the rows where a boolean column is true."""
     if flag is not None:
         return flag.astype(bool)
-    fraction = options.get("validation_split") or 0.0
+    fraction = split.validation_split or 0.0
     held = np.zeros(n_rows, bool)
     count = int(round(n_rows * fraction))
     if count == 0:
         return held
-    if options.get("data_split", "random") == "seq":
+    if split.data_split == "seq":
         ranks = np.argsort(order if order is not None else np.arange(n_rows), kind="stable")
         held[ranks[-count:]] = True
     else:
-        held[np.random.default_rng(options.get("seed", 0)).permutation(n_rows)[:count]] = True
+        held[np.random.default_rng(split.seed).permutation(n_rows)[:count]] = True
     return held
 
 
@@ -72,7 +86,9 @@ def per_class_weights(counts: np.ndarray, setting, classes: Sequence) -> Optiona
     return np.array([by_name.get(class_name(c), by_name.get(str(c), 1.0)) for c in classes])
 
 
-def class_weights(y: np.ndarray, n_classes: int, setting, classes: Sequence) -> Optional[np.ndarray]:
+def class_weights(
+    y: np.ndarray, n_classes: int, setting, classes: Sequence
+) -> Optional[np.ndarray]:
     """Per-row sample weights for `class_weight`."""
     per_class = per_class_weights(np.bincount(y, minlength=n_classes), setting, classes)
     return None if per_class is None else per_class[y]
@@ -86,20 +102,28 @@ def metrics(task: str, y: np.ndarray, output: np.ndarray) -> Dict[str, float]:
     if len(y) == 0:
         return {}
     if task == "regression":
-        return {"mse": float(m.mean_squared_error(y, output)), "mae": float(m.mean_absolute_error(y, output)),
-                "r2": float(m.r2_score(y, output)) if len(y) > 1 else None}
+        return {
+            "mse": float(m.mean_squared_error(y, output)),
+            "mae": float(m.mean_absolute_error(y, output)),
+            "r2": float(m.r2_score(y, output)) if len(y) > 1 else None,
+        }
     probabilities = output
     predicted = probabilities.argmax(axis=1)
     average = "binary" if task == "binary" else "macro"
     labels = list(range(probabilities.shape[1]))
-    out = {"accuracy": float(m.accuracy_score(y, predicted)),
-           "precision": float(m.precision_score(y, predicted, average=average, zero_division=0)),
-           "recall": float(m.recall_score(y, predicted, average=average, zero_division=0)),
-           "f1": float(m.f1_score(y, predicted, average=average, zero_division=0)),
-           "log_loss": float(m.log_loss(y, probabilities, labels=labels))}
+    out = {
+        "accuracy": float(m.accuracy_score(y, predicted)),
+        "precision": float(m.precision_score(y, predicted, average=average, zero_division=0)),
+        "recall": float(m.recall_score(y, predicted, average=average, zero_division=0)),
+        "f1": float(m.f1_score(y, predicted, average=average, zero_division=0)),
+        "log_loss": float(m.log_loss(y, probabilities, labels=labels)),
+    }
     if len(np.unique(y)) == probabilities.shape[1]:
-        out["roc_auc"] = float(m.roc_auc_score(y, probabilities[:, 1]) if task == "binary"
-                               else m.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels))
+        out["roc_auc"] = float(
+            m.roc_auc_score(y, probabilities[:, 1])
+            if task == "binary"
+            else m.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
+        )
     return out
 
 
@@ -164,32 +188,39 @@ class KerasModel:
             return networks.embed(keras, self._load(keras), X)
 
 
-def _setup(target: Target, train: np.ndarray, options: Dict):
+def _setup(target: Target, train: np.ndarray, class_weight):
     """(outputs, output activation, loss, y as trained, sample weights, shift, spread) for the task."""
     n_out = 1 if target.task in ("regression", "binary") else len(target.classes)
     activation = {"regression": None, "binary": "sigmoid", "multiclass": "softmax"}[target.task]
-    loss = {"regression": "mse", "binary": "binary_crossentropy",
-            "multiclass": "sparse_categorical_crossentropy"}[target.task]
+    loss = {
+        "regression": "mse",
+        "binary": "binary_crossentropy",
+        "multiclass": "sparse_categorical_crossentropy",
+    }[target.task]
     y = target.y.astype(np.float32 if target.task != "multiclass" else np.int64)
     shift, spread, weights = 0.0, 1.0, None
     if target.task == "regression":  # a standardized target converges in far fewer steps
         shift, spread = float(target.y[train].mean()), float(target.y[train].std() or 1.0)
         y = ((target.y - shift) / spread).astype(np.float32)
     else:
-        weights = class_weights(target.y[train], len(target.classes), options.get("class_weight"), target.classes)
+        weights = class_weights(target.y[train], len(target.classes), class_weight, target.classes)
     return n_out, activation, loss, y, weights, shift, spread
 
 
-def _build(keras, model_type: str, n_inputs: int, n_out: int, activation: Optional[str], options: Dict):
+def _build(keras, network: Network, n_inputs: int, n_out: int, activation: Optional[str]):
     from dbt.adapters.sqlflow.ml import networks
 
-    if model_type == "autoencoder":
-        return networks.build_autoencoder(keras, n_inputs, options)
-    if model_type in ("linear_regression", "logistic_regression"):
-        return keras_models.build_linear(keras, n_inputs, n_out, activation, options["l1"], options["l2"])
-    if model_type == "factorization_machine":
-        return networks.build_fm(keras, n_inputs, activation, options)
-    return networks.build_dnn(keras, n_inputs, n_out, activation, options)
+    if network.model_type == "autoencoder":
+        return networks.build_autoencoder(
+            keras, n_inputs, network.encode_units, network.activation
+        )
+    if network.model_type in ("linear_regression", "logistic_regression"):
+        return keras_models.build_linear(
+            keras, n_inputs, n_out, activation, network.l1 or 0.0, network.l2 or 0.0
+        )
+    if network.model_type == "factorization_machine":
+        return networks.build_fm(keras, n_inputs, activation, network)
+    return networks.build_dnn(keras, n_inputs, n_out, activation, network)
 
 
 def _finish(model, model_type: str, task: str, classes, history, shift: float, spread: float):
@@ -199,25 +230,65 @@ def _finish(model, model_type: str, task: str, classes, history, shift: float, s
     if model_type in ("linear_regression", "logistic_regression"):
         kernel, bias = keras_models.dense_weights(model)
         return LinearModel(task, kernel * spread, bias * spread + shift, classes, history)
-    return KerasModel(task, keras_models.to_bytes(model), networks.layer_weights(model), classes, history,
-                      shift, spread)
+    return KerasModel(
+        task,
+        keras_models.to_bytes(model),
+        networks.layer_weights(model),
+        classes,
+        history,
+        shift,
+        spread,
+    )
 
 
-def train(X: np.ndarray, target: Optional[Target], options: Dict, held: np.ndarray):
-    """Train the configured model type on an in-memory matrix; held rows are the validation data."""
-    model_type = options["model_type"]
+def train(
+    X: np.ndarray,
+    target: Optional[Target],
+    held: np.ndarray,
+    network: Network,
+    fitting: Fitting,
+    class_weight=None,
+):
+    """Train `network` on an in-memory matrix; held rows are the validation data."""
+    model_type = network.model_type
     train_rows, test_rows = ~held, held
-    with keras_models.tensorflow_session(options.get("seed", 0)) as keras:
+    with keras_models.tensorflow_session(fitting.seed) as keras:
         if model_type == "autoencoder":
-            n_out, activation, loss, y, weights, shift, spread = 0, None, "mse", X.astype(np.float32), None, 0.0, 1.0
+            n_out, activation, loss, y, weights, shift, spread = (
+                0,
+                None,
+                "mse",
+                X.astype(np.float32),
+                None,
+                0.0,
+                1.0,
+            )
         else:
-            n_out, activation, loss, y, weights, shift, spread = _setup(target, train_rows, options)
-        model = _build(keras, model_type, X.shape[1], n_out, activation, options)
+            n_out, activation, loss, y, weights, shift, spread = _setup(
+                target, train_rows, class_weight
+            )
+        model = _build(keras, network, X.shape[1], n_out, activation)
         validation = (X[test_rows].astype(np.float32), y[test_rows]) if test_rows.any() else None
-        history = keras_models.fit(keras, model, X[train_rows].astype(np.float32), y[train_rows], loss, options,
-                                   validation, weights)
+        history = keras_models.fit(
+            keras,
+            model,
+            X[train_rows].astype(np.float32),
+            y[train_rows],
+            loss,
+            fitting,
+            validation,
+            weights,
+        )
         task = "autoencoder" if target is None else target.task
-        return _finish(model, model_type, task, None if target is None else target.classes, history, shift, spread)
+        return _finish(
+            model,
+            model_type,
+            task,
+            None if target is None else target.classes,
+            history,
+            shift,
+            spread,
+        )
 
 
 @dataclass
@@ -235,18 +306,34 @@ class StreamSpec:
     held_rows: int = 0
 
 
-def train_streaming(batches: Callable[[bool], Iterable[tuple]], n_inputs: int, spec: StreamSpec, options: Dict):
+def train_streaming(
+    batches: Callable[[bool], Iterable[tuple]],
+    n_inputs: int,
+    spec: StreamSpec,
+    network: Network,
+    fitting: Fitting,
+    class_weight=None,
+):
     """Train from batches that are read again for every epoch: `batches(held)` yields (X, y) of the
     training rows (held=False) or the held-out rows (held=True), already encoded; memory holds one."""
-    model_type = options["model_type"]
+    model_type = network.model_type
     n_out = 1 if spec.task in ("regression", "binary", "autoencoder") else len(spec.classes)
-    activation = {"regression": None, "binary": "sigmoid", "multiclass": "softmax", "autoencoder": None}[spec.task]
-    loss = {"regression": "mse", "binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy",
-            "autoencoder": "mse"}[spec.task]
+    activation = {
+        "regression": None,
+        "binary": "sigmoid",
+        "multiclass": "softmax",
+        "autoencoder": None,
+    }[spec.task]
+    loss = {
+        "regression": "mse",
+        "binary": "binary_crossentropy",
+        "multiclass": "sparse_categorical_crossentropy",
+        "autoencoder": "mse",
+    }[spec.task]
     per_class = None
     if spec.task in ("binary", "multiclass"):
-        per_class = per_class_weights(spec.class_counts, options.get("class_weight"), spec.classes)
-    size, seed = options["batch_size"], options.get("seed", 0)
+        per_class = per_class_weights(spec.class_counts, class_weight, spec.classes)
+    size, seed = fitting.batch_size, fitting.seed
 
     def minibatches(held: bool):
         rng = np.random.default_rng(seed)
@@ -254,15 +341,25 @@ def train_streaming(batches: Callable[[bool], Iterable[tuple]], n_inputs: int, s
             for X, y in batches(held):
                 order = rng.permutation(len(X)) if not held else np.arange(len(X))
                 for start in range(0, len(X), size):
-                    pick = order[start:start + size]
+                    pick = order[start : start + size]
                     if per_class is not None and not held:
                         yield X[pick].astype(np.float32), y[pick], per_class[y[pick].astype(int)]
                     else:
                         yield X[pick].astype(np.float32), y[pick]
 
     with keras_models.tensorflow_session(seed) as keras:
-        model = _build(keras, model_type, n_inputs, n_out, activation, options)
+        model = _build(keras, network, n_inputs, n_out, activation)
         validation = minibatches(True) if spec.held_steps else None
-        history = keras_models.fit_stream(keras, model, minibatches(False), spec.train_steps, loss, options,
-                                          validation, spec.held_steps)
-        return _finish(model, model_type, spec.task, spec.classes, history, spec.shift, spec.spread)
+        history = keras_models.fit_stream(
+            keras,
+            model,
+            minibatches(False),
+            spec.train_steps,
+            loss,
+            fitting,
+            validation,
+            spec.held_steps,
+        )
+        return _finish(
+            model, model_type, spec.task, spec.classes, history, spec.shift, spec.spread
+        )

@@ -1,0 +1,55 @@
+"""Ctrl-C during training: dbt stops the run, the training thread stops at its next step instead of
+working on, and nothing of the node is written (the previous build and registry stay)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from dbt.tests.util import run_dbt
+
+SEED = "id,x,y,target\n" + "".join(f"{i},{(i % 7) * 1.5},{(i % 5) * 2.0},{i % 3}\n" for i in range(200))
+NET = """
+{{ config(materialized='ml_train', model_type='dnn_regressor', label='target', key='id', hidden_units=[8],
+          batch_size=8, epochs=var('epochs', 2), seed=1) }}
+select * from {{ ref('points') }}
+"""
+
+
+class TestInterruptStopsTraining:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"points.csv": SEED}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"net.sql": NET}
+
+    def test_sigint_stops_a_long_fit_and_writes_nothing(self, project, profiles_root):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+        s = project.test_schema
+        before = project.run_sql(f"select count(*), sum(value) from {s}.net", fetch="one")
+        command = [os.path.join(os.path.dirname(sys.executable), "dbt"), "run", "--vars", "{epochs: 100000}",
+                   "--project-dir", str(project.project_root), "--profiles-dir", str(profiles_root)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output = []
+        for line in process.stdout:  # wait until training runs
+            output.append(line)
+            if "epoch 1/100000" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        try:
+            rest, _ = process.communicate(timeout=120)  # 100,000 epochs would take hours
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("dbt kept training after Ctrl-C:\n" + "".join(output))
+        output.append(rest)
+        assert process.returncode != 0
+        assert project.run_sql(f"select count(*), sum(value) from {s}.net", fetch="one") == before
+        assert project.run_sql(f"select count(*) from {s}.sqlflow_models", fetch="one")[0] == 1
+        time.sleep(0.5)
+        # the interrupted thread wrote nothing the next run trips over
+        run_dbt(["run"])
+        assert project.run_sql(f"select count(*) from {s}.sqlflow_models", fetch="one")[0] == 2
