@@ -74,3 +74,17 @@ def test_restarts_keep_the_best_separated_model():
     assert dec.separation(best, X[:900], 2) == pytest.approx(winner["silhouette"], abs=1e-12)
     alone = dec.fit(X[:900], 5, replace(options, restarts=1, seed=winner["seed"]))
     np.testing.assert_array_equal(alone.centers, best.centers)  # the same model as trained on its own
+
+
+def test_an_artifact_with_code_in_it_is_refused_and_names_no_unsafe_switch():
+    from dbt.adapters.sqlflow.errors import ArtifactError
+    from dbt.adapters.sqlflow.ml import keras_models
+
+    with keras_models.tensorflow_session(0) as keras:
+        inputs = keras.Input(shape=(2,))
+        outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+        crafted = keras_models.to_bytes(keras.Model(inputs, outputs))
+        for data in (crafted, crafted[: len(crafted) // 2], b"not a keras file"):
+            with pytest.raises(ArtifactError, match="unreadable or unsafe; retrain it") as raised:
+                keras_models.from_bytes(keras, data)
+            assert "safe_mode" not in str(raised.value)

@@ -109,7 +109,7 @@ COMMON = [
         "sample_size",
         50_000,
         lambda v: _is_int(v, 0),
-        "a whole number >= 0 (0 = all rows in one pass)",
+        "a whole number of rows per batch >= 0 (0 = the default, 50,000)",
     ),
     Option("retrain", "always", _one_of("always", "on_change"), "'always' or 'on_change'"),
 ]

@@ -375,12 +375,7 @@ class ClusterJob:
         pretrained = _pretrained(ctx, source.first)
         if pretrained is not None:  # the encoder reads its inputs as it was trained to
             roles.features = [f["name"] for f in pretrained.features["features"]]
-        encoder = FeatureEncoder(
-            options["normalize"],
-            options["max_states"],
-            options["null_handling"],
-            options["max_input_attributes"],
-        )
+        encoder = inputs.new_encoder(options)
         fingerprint = inputs.Fingerprint()
 
         def fingerprinted(frames):  # one pass both digests the input and fits the encoder

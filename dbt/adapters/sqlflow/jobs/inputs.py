@@ -10,7 +10,7 @@ import numpy as np
 
 from dbt.adapters.sqlflow.data.frame import Frame
 from dbt.adapters.sqlflow.errors import InputError
-from dbt.adapters.sqlflow.ml.preprocess import RawColumn
+from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder, RawColumn
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
@@ -139,6 +139,16 @@ def report_dropped(encoder) -> None:
             f"attribute(s) left out of the model: {shown}. Raise max_input_attributes to keep them; "
             f"the list is in the registry (features -> dropped)."
         )
+
+
+def new_encoder(options: Dict) -> FeatureEncoder:
+    """The feature encoder the node's options ask for, not fitted yet."""
+    return FeatureEncoder(
+        options["normalize"],
+        options["max_states"],
+        options["null_handling"],
+        options["max_input_attributes"],
+    )
 
 
 def raw_columns(frame: Frame, names: Sequence[str]) -> Dict[str, RawColumn]:

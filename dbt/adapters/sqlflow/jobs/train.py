@@ -100,12 +100,7 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
     inputs.check_finite(frame, roles.features)
     target = _target(frame, options)
     held = _held_out(frame, options, roles, split)
-    encoder = FeatureEncoder(
-        options["normalize"],
-        options["max_states"],
-        options["null_handling"],
-        options["max_input_attributes"],
-    )
+    encoder = inputs.new_encoder(options)
     encoder.fit(list(inputs.raw_columns(frame.take(~held), roles.features).values()))
     inputs.report_dropped(encoder)
     X = encoder.transform(inputs.raw_columns(frame, roles.features))
@@ -367,12 +362,7 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
     options = _with_split_excluded(options, stream.split_column)
     stream.options = options
     roles = inputs.roles(first, options)
-    encoder = FeatureEncoder(
-        options["normalize"],
-        options["max_states"],
-        options["null_handling"],
-        options["max_input_attributes"],
-    )
+    encoder = inputs.new_encoder(options)
     fingerprint = inputs.Fingerprint()
     spec = _stream_spec(stream, roles, encoder, fingerprint, options)
     kept = steps.unchanged(ctx, fingerprint.hexdigest(), "TRAIN", stream.n_rows)

@@ -11,6 +11,40 @@ from dbt.adapters.sqlflow.ml import supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 
+def _integers(name: str, values: List) -> Column:
+    nulls = np.array([v is None for v in values], bool)
+    data = np.array([0 if v is None else v for v in values], np.int32)
+    return Column.of(name, data, nulls=nulls, type=WIRE_TYPES["integer"])
+
+
+def _texts(name: str, values: List) -> Column:
+    nulls = np.array([v is None for v in values], bool)
+    return Column.of(
+        name,
+        np.array(["" if v is None else v for v in values], object),
+        nulls=nulls,
+        type=WIRE_TYPES["text"],
+    )
+
+
+def long_frame(version: int, rows: List[tuple]) -> Frame:
+    """The weights table from (tensor, i, j, feature, class, value) rows; None is NULL."""
+    tensor, i, j, feature, klass, value = (list(x) for x in zip(*rows)) if rows else ([],) * 6
+    return Frame(
+        [
+            Column.of(
+                "model_version", np.full(len(rows), version, np.int32), type=WIRE_TYPES["integer"]
+            ),
+            _texts("tensor", tensor),
+            _integers("i", i),
+            _integers("j", j),
+            _texts("feature", feature),
+            _texts("class", klass),
+            Column.of("value", np.array(value, np.float64)),
+        ]
+    )
+
+
 def original_units(model: supervised.LinearModel, encoder: FeatureEncoder):
     """The kernel and bias for raw column values: z = b + sum(w * (x - c) / s) = b' + sum(w' * x)."""
     center, scale = encoder.affine()
@@ -40,28 +74,12 @@ def linear_weights_frame(
     rows += [
         ("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))
     ]
-    tensor, rows_i, rows_j, feature, klass, value = (list(x) for x in zip(*rows))
-    n = len(rows)
-    klass_null = np.array([c is None for c in klass])
-    return Frame(
+    return long_frame(
+        version,
         [
-            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of("tensor", np.array(tensor, object)),
-            Column.of(
-                "i",
-                np.array([x or 0 for x in rows_i], np.int32),
-                nulls=np.array([x is None for x in rows_i]),
-                type=WIRE_TYPES["integer"],
-            ),
-            Column.of("j", np.array(rows_j, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of("feature", np.array(feature, object)),
-            Column.of(
-                "class",
-                np.array(["" if c is None else supervised.class_name(c) for c in klass], object),
-                nulls=klass_null,
-            ),
-            Column.of("value", np.array(value, float)),
-        ]
+            (t, i, j, f, None if c is None else supervised.class_name(c), v)
+            for t, i, j, f, c, v in rows
+        ],
     )
 
 
@@ -85,28 +103,7 @@ def network_weights_frame(
                         float(matrix[i, j]),
                     )
                 )
-    tensor, rows_i, rows_j, feature, value = (list(x) for x in zip(*rows))
-    n = len(rows)
-    return Frame(
-        [
-            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of("tensor", np.array(tensor, object)),
-            Column.of("i", np.array(rows_i, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of(
-                "j",
-                np.array([x or 0 for x in rows_j], np.int32),
-                nulls=np.array([x is None for x in rows_j]),
-                type=WIRE_TYPES["integer"],
-            ),
-            Column.of(
-                "feature",
-                np.array([x or "" for x in feature], object),
-                nulls=np.array([x is None for x in feature]),
-            ),
-            Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-            Column.of("value", np.array(value, float)),
-        ]
-    )
+    return long_frame(version, [(t, i, j, f, None, v) for t, i, j, f, v in rows])
 
 
 def cluster_weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame:
@@ -139,39 +136,9 @@ def cluster_weights_frame(model, encoder: FeatureEncoder, version: int) -> Frame
                 for a in range(len(c))
                 for b in range(len(c))
             ]
-    tensor, rows_i, rows_j, feature, value = (list(x) for x in zip(*rows))
-    j_nulls = np.array([x is None for x in rows_j])
-    f_nulls = np.array([x is None for x in feature])
-    n = len(value)
-    return Frame(
-        [
-            Column.of("model_version", np.full(n, version, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of("tensor", np.array(tensor, object)),
-            Column.of("i", np.array(rows_i, np.int32), type=WIRE_TYPES["integer"]),
-            Column.of(
-                "j",
-                np.array([x or 0 for x in rows_j], np.int32),
-                nulls=j_nulls,
-                type=WIRE_TYPES["integer"],
-            ),
-            Column.of("feature", np.array([x or "" for x in feature], object), nulls=f_nulls),
-            Column.of("class", np.full(n, "", object), nulls=np.ones(n, bool)),
-            Column.of("value", np.array(value, float)),
-        ]
-    )
+    return long_frame(version, [(t, i, j, f, None, float(v)) for t, i, j, f, v in rows])
 
 
 def empty_weights_frame() -> Frame:
     """The weights table's columns with no rows (`dbt run --empty`)."""
-    integer, text = WIRE_TYPES["integer"], WIRE_TYPES["text"]
-    return Frame(
-        [
-            Column.of("model_version", np.empty(0, np.int32), type=integer),
-            Column.of("tensor", np.empty(0, object), type=text),
-            Column.of("i", np.empty(0, np.int32), type=integer),
-            Column.of("j", np.empty(0, np.int32), type=integer),
-            Column.of("feature", np.empty(0, object), type=text),
-            Column.of("class", np.empty(0, object), type=text),
-            Column.of("value", np.empty(0, np.float64)),
-        ]
-    )
+    return long_frame(0, [])

@@ -90,10 +90,9 @@ class _ProgressLog:
             def on_epoch_begin(self, epoch, logs=None):
                 self.started = time.perf_counter()
 
-            def on_train_batch_end(self, batch, logs=None):
-                interrupt.check()  # Ctrl-C stops within one batch
-
             def on_epoch_end(self, epoch, logs=None):
+                # Ctrl-C: stop between epochs (a per-batch hook would make Keras sync every batch)
+                interrupt.check()
                 seconds.append(time.perf_counter() - self.started)
                 logs = logs or {}
                 held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
