@@ -105,3 +105,13 @@ class TestNonFiniteFeaturesScoreToNull:
         nulls = [i for i, value in rows[True] if value is None]
         assert nulls == [1, 2, 3]
         assert len(rows[True]) == 80
+
+    @pytest.mark.parametrize("in_db", [True, False])
+    def test_an_input_column_named_like_a_prediction_is_named(self, project, in_db):
+        from dbt.tests.util import run_dbt_and_capture, write_file
+
+        write_file("{{ config(materialized='ml_predict', model='churn', in_database=" + str(in_db).lower() + ") }}\n"
+                   "-- depends_on: {{ ref('churn') }}\nselect *, 1 as predicted_target from {{ ref('points') }}",
+                   project.project_root, "models", "collide.sql")
+        _, output = run_dbt_and_capture(["run", "-s", "collide"], expect_pass=False)
+        assert "already has a column named 'predicted_target'" in output and "Traceback" not in output
