@@ -83,9 +83,8 @@ class SqlflowAdapter(PostgresAdapter):
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
         connection = self.connections.get_thread_connection()
-        if (
-            not connection.transaction_open
-        ):  # dbt's commit at the end expects the transaction it began
+        # dbt's commit at the end expects the transaction it began
+        if not connection.transaction_open:
             self.connections.begin()
         ctx = JobContext(
             conn=connection.handle,

@@ -296,9 +296,8 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
         outer, layers = _linear_select(trained, options, exprs)
     bad = f"{scoring_sql.non_finite(trained.features, kinds, '__sqlflow_in')} as __sqlflow_bad"
     source = scoring_sql.fenced(["__sqlflow_in.*", bad] + layers[0], sql, "__sqlflow_in")
-    for depth, layer in enumerate(
-        layers[1:]
-    ):  # each layer reads the one below, computed once per row
+    # each layer reads the one below, computed once per row
+    for depth, layer in enumerate(layers[1:]):
         source = f"(select __sqlflow_l{depth}.*, {', '.join(layer)} from {source} as __sqlflow_l{depth} offset 0)"
     kept_names = _kept_names(trained, options, names)
     kept = [f"__sqlflow_s.{quote_ident(n)}" for n in kept_names]

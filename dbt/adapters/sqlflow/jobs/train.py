@@ -82,9 +82,7 @@ def _with_split_excluded(options: Dict, split: Optional[str]) -> Dict:
 
 
 def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
-    if (
-        frame.n_rows == 0 and ctx.empty
-    ):  # dbt run --empty: the weights table's shape, nothing trained
+    if frame.n_rows == 0 and ctx.empty:  # dbt run --empty: the weights table's shape, no training
         write_frame(ctx.conn, ctx.targets.main, weights.empty_weights_frame())
         return Outcome(0, 0, "TRAIN 0 rows (--empty: not trained)")
     if frame.n_rows == 0:

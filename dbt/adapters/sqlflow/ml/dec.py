@@ -302,9 +302,8 @@ class _InMemoryTargets:
         return q.argmax(axis=1)
 
     def next_batch(self):
-        if (
-            self.position + self.size > self.n_rows and self.position > 0
-        ):  # whole batches only: no retracing
+        # whole batches only: no retracing
+        if self.position + self.size > self.n_rows and self.position > 0:
             self.order, self.position = self.rng.permutation(self.n_rows), 0
         pick = self.order[self.position : self.position + self.size]
         self.position += self.size

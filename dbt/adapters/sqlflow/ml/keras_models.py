@@ -123,9 +123,8 @@ def _run(
                 restore_best_weights=True,
             )
         )
-    with (
-        warnings.catch_warnings()
-    ):  # Keras notes that a generator is not shuffled: ours shuffles itself
+    # Keras notes that a generator is not shuffled: ours shuffles itself
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         history = model.fit(
             epochs=fitting.epochs, callbacks=callbacks, verbose=0, **fit_arguments
