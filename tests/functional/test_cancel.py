@@ -1,9 +1,11 @@
 """Ctrl-C during training: dbt stops the run, the training thread stops at its next step instead of
 working on, and nothing of the node is written (the previous build and registry stay)."""
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -33,23 +35,29 @@ class TestInterruptStopsTraining:
         before = project.run_sql(f"select count(*), sum(value) from {s}.net", fetch="one")
         command = [os.path.join(os.path.dirname(sys.executable), "dbt"), "run", "--vars", "{epochs: 100000}",
                    "--project-dir", str(project.project_root), "--profiles-dir", str(profiles_root)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        output = []
-        for line in process.stdout:  # wait until training runs
-            output.append(line)
-            if "epoch 1/100000" in line:
-                break
+        # unbuffered: a pipe would otherwise hold dbt's progress lines until its buffer fills
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+        output, deadline = [], time.monotonic() + 180
+        while not any("epoch 1/100000" in line for line in output):  # training runs
+            try:
+                output.append(lines.get(timeout=max(deadline - time.monotonic(), 0.1)))
+            except queue.Empty:
+                process.kill()
+                raise AssertionError("training never started:\n" + "".join(output))
+            if process.poll() is not None and lines.empty():
+                raise AssertionError("dbt ended before training:\n" + "".join(output))
         process.send_signal(signal.SIGINT)
         try:
-            rest, _ = process.communicate(timeout=120)  # 100,000 epochs would take hours
+            process.wait(timeout=120)  # 100,000 epochs would take hours
         except subprocess.TimeoutExpired:
             process.kill()
             raise AssertionError("dbt kept training after Ctrl-C:\n" + "".join(output))
-        output.append(rest)
         assert process.returncode != 0
         assert project.run_sql(f"select count(*), sum(value) from {s}.net", fetch="one") == before
         assert project.run_sql(f"select count(*) from {s}.sqlflow_models", fetch="one")[0] == 1
-        time.sleep(0.5)
         # the interrupted thread wrote nothing the next run trips over
         run_dbt(["run"])
         assert project.run_sql(f"select count(*) from {s}.sqlflow_models", fetch="one")[0] == 2
