@@ -34,6 +34,7 @@ setup(
         "psycopg2-binary>=2.9,<3",
         "numpy>=1.26,<3",
         "scikit-learn>=1.4,<2",
+        "sqlglot>=25,<31",  # sql4ml parses its programs; pure Python, imported only when one runs
     ],
     extras_require={
         "tensorflow": tensorflow,

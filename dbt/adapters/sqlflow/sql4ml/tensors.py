@@ -1,0 +1,117 @@
+"""Tensors with named axes, over a backend (numpy, or TensorFlow for training): elementwise operations
+align axes by name and broadcast; reductions are einsum over the axes that are summed out."""
+
+import string
+from dataclasses import dataclass
+from typing import Any, Sequence, Tuple
+
+
+class NumpyBackend:
+    def __init__(self):
+        import numpy
+
+        self.np = numpy
+
+    def constant(self, value):
+        return self.np.asarray(value, dtype=self.np.float64)
+
+    def einsum(self, spec: str, *operands):
+        return self.np.einsum(spec, *operands)
+
+    def reshape(self, x, shape):
+        return self.np.reshape(x, shape)
+
+    def transpose(self, x, order):
+        return self.np.transpose(x, order)
+
+    def where(self, condition, a, b):
+        return self.np.where(condition, a, b)
+
+    def apply(self, name: str, *args):
+        functions = {
+            "exp": self.np.exp,
+            "ln": self.np.log,
+            "sqrt": self.np.sqrt,
+            "abs": self.np.abs,
+            "power": self.np.power,
+            "greatest": self.np.maximum,
+            "least": self.np.minimum,
+        }
+        return functions[name](*args)
+
+
+class TensorflowBackend(NumpyBackend):
+    """The same operations on tf.Tensors (float64), so gradients flow to the weights."""
+
+    def __init__(self, tf):
+        super().__init__()
+        self.tf = tf
+
+    def constant(self, value):
+        return self.tf.constant(value, dtype=self.tf.float64)
+
+    def einsum(self, spec: str, *operands):
+        return self.tf.einsum(spec, *operands)
+
+    def reshape(self, x, shape):
+        return self.tf.reshape(x, shape)
+
+    def transpose(self, x, order):
+        return self.tf.transpose(x, order)
+
+    def where(self, condition, a, b):
+        return self.tf.where(condition, a, b)
+
+    def apply(self, name: str, *args):
+        math = self.tf.math
+        functions = {
+            "exp": math.exp,
+            "ln": math.log,
+            "sqrt": math.sqrt,
+            "abs": math.abs,
+            "power": math.pow,
+            "greatest": math.maximum,
+            "least": math.minimum,
+        }
+        return functions[name](*args)
+
+
+@dataclass(frozen=True)
+class Named:
+    """An array whose axes carry names (axis variables of a scope); `()` is a scalar."""
+
+    array: Any
+    axes: Tuple[int, ...]
+
+
+def align(backend, *tensors: Named):
+    """The arrays laid out over the union of their axes (missing ones of size 1), and that union."""
+    union: Tuple[int, ...] = ()
+    for t in tensors:
+        union += tuple(a for a in t.axes if a not in union)
+    laid = []
+    for t in tensors:
+        present = [a for a in union if a in t.axes]
+        array = t.array
+        if tuple(present) != t.axes:
+            array = backend.transpose(array, [t.axes.index(a) for a in present])
+        shape = [_size(array, present.index(a)) if a in present else 1 for a in union]
+        laid.append(backend.reshape(array, shape) if len(shape) != len(present) else array)
+    return laid, union
+
+
+def _size(array, axis: int) -> int:
+    return int(array.shape[axis])
+
+
+def reduce_to(backend, tensor: Named, keep: Sequence[int]) -> Named:
+    """Sum over every axis not in `keep` (einsum); the result's axes are `keep`, in that order."""
+    letters = {
+        a: string.ascii_letters[i]
+        for i, a in enumerate(dict.fromkeys(tuple(tensor.axes) + tuple(keep)))
+    }
+    missing = [a for a in keep if a not in tensor.axes]
+    if missing:
+        raise ValueError(f"cannot keep axes {missing} that the tensor does not have")
+    spec = "".join(letters[a] for a in tensor.axes) + "->" + "".join(letters[a] for a in keep)
+    return Named(backend.einsum(spec, tensor.array), tuple(keep))

@@ -1,0 +1,458 @@
+"""The tensor view of a sql4ml program's translated part (design section 8).
+
+A relation is a set of tensors over its key columns (the columns it is joined or grouped on) plus a
+mask of the rows that exist. In a SELECT, every alias's key columns become axis variables; equality
+joins make two variables one; an expression without aggregate is elementwise over the variables it
+reads; an aggregate sums (einsum) over the variables not grouped by, weighted by the rows that
+exist. Domains (the values an axis runs over) are shared by columns that are ever equated.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from dbt.adapters.sqlflow.sql4ml.program import Program, ProgramError, _arg, position
+from dbt.adapters.sqlflow.sql4ml.tensors import Named, align, reduce_to
+
+SUPPORTED = (
+    "+ - * /, unary minus, numeric constants, exp, ln/log, power/pow, sqrt, abs, greatest, least, "
+    "sum, avg, count, CASE WHEN over data columns, casts, scalar subqueries, equality joins, "
+    "GROUP BY"
+)
+
+
+class _Sets:
+    """Union-find over hashable items."""
+
+    def __init__(self):
+        self.parent: Dict[Any, Any] = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
+@dataclass
+class Relation:
+    keys: List[str]  # key column names, the order of the tensors' axes
+    values: Dict[str, Any]  # value column -> array over keys
+    mask: Any  # 1.0 where a row exists, over keys
+
+
+def _equalities(on) -> List[Tuple[Any, Any]]:
+    from sqlglot import exp
+
+    if on is None:
+        return []
+    if isinstance(on, exp.And):
+        return _equalities(on.left) + _equalities(on.right)
+    if (
+        isinstance(on, exp.EQ)
+        and isinstance(on.left, exp.Column)
+        and isinstance(on.right, exp.Column)
+    ):
+        return [(on.left, on.right)]
+    raise ProgramError(
+        f"join condition {on.sql()} is not supported: joins are equalities of columns "
+        f"combined with AND."
+    )
+
+
+def _aggregates(node) -> bool:
+    """Whether an expression aggregates, not counting the scalar subqueries inside it."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Subquery):
+        return False
+    if isinstance(node, exp.AggFunc):
+        return True
+    return any(_aggregates(child) for child in node.iter_expressions())
+
+
+def _sources(select) -> List[Tuple[str, str]]:
+    """(alias, relation) of the FROM and every join."""
+    from sqlglot import exp
+
+    tables = []
+    from_ = _arg(select, "from")
+    for node in ([from_.this] if from_ is not None else []) + [
+        j.this for j in select.args.get("joins") or []
+    ]:
+        if not isinstance(node, exp.Table):
+            raise ProgramError(
+                f"{node.sql()} in FROM is not supported: read CTEs or weights by name."
+            )
+        tables.append(((node.alias or node.name).lower(), node.name.lower()))
+    return tables
+
+
+class Translation:
+    """Keys and domains of every relation, found once; `evaluate` then runs the program on weights."""
+
+    def __init__(self, program: Program, data: Mapping[str, Mapping[str, np.ndarray]]):
+        self.program = program
+        self.data = {
+            k.lower(): {c.lower(): v for c, v in cols.items()} for k, cols in data.items()
+        }
+        self.keys: Dict[str, List[str]] = {w.name: list(w.index) for w in program.weights.values()}
+        self.classes = _Sets()
+        for name, select in program.scopes():
+            self._scan(name, select)
+        self.domains = self._domains()
+
+    # ---- the first pass: which columns are keys, which columns share a domain
+
+    def _scan(self, scope: str, select, top: bool = True) -> None:
+        from sqlglot import exp
+
+        aliases = dict(_sources(select))
+        for join in select.args.get("joins") or []:
+            for left, right in _equalities(join.args.get("on")):
+                a, b = self._column(scope, aliases, left), self._column(scope, aliases, right)
+                self._key(*a)
+                self._key(*b)
+                self.classes.union(a, b)
+        group = _arg(select, "group")
+        grouped = [self._column(scope, aliases, c) for c in (group.expressions if group else [])]
+        for relation, column in grouped:
+            self._key(relation, column)
+        out_keys = []
+        for e in select.expressions:
+            inner = e.this if isinstance(e, exp.Alias) else e
+            if isinstance(inner, exp.Column):
+                source = self._column(scope, aliases, inner)
+                if source in grouped or (not group and source[1] in self.keys.get(source[0], [])):
+                    out_keys.append((e.alias_or_name.lower(), source))
+        if top and scope in self.program.ctes:
+            self.keys[scope] = [name for name, _ in out_keys]
+            for name, source in out_keys:
+                self.classes.union((scope, name), source)
+        for sub in select.find_all(exp.Subquery):
+            if sub.this is not select and isinstance(sub.this, exp.Select):
+                self._scan(scope, sub.this, top=False)
+
+    def _key(self, relation: str, column: str) -> None:
+        keys = self.keys.setdefault(relation, [])
+        if column not in keys:
+            keys.append(column)
+
+    def _column(self, scope: str, aliases: Mapping[str, str], column) -> Tuple[str, str]:
+        table = column.table.lower() if column.table else None
+        if table is None:
+            if len(aliases) != 1:
+                raise ProgramError(
+                    f"column {column.name} in {scope} ({position(self.program.text, column)}) "
+                    f"needs its table alias: the FROM has {len(aliases)} relations."
+                )
+            table = next(iter(aliases))
+        if table not in aliases:
+            raise ProgramError(f"{column.sql()} in {scope} names no relation of its FROM.")
+        return aliases[table], column.name.lower()
+
+    def _domains(self) -> Dict[Any, np.ndarray]:
+        """Sorted distinct values per class of equated columns (from the data), or 0..n-1 from `size`."""
+        members: Dict[Any, List[Tuple[str, str]]] = {}
+        for relation, keys in self.keys.items():
+            for key in keys:
+                members.setdefault(self.classes.find((relation, key)), []).append((relation, key))
+        domains = {}
+        for root, columns in members.items():
+            values = [self.data[r][c] for r, c in columns if r in self.data and c in self.data[r]]
+            sizes = {
+                self.program.weights[r].size[c]
+                for r, c in columns
+                if r in self.program.weights and c in self.program.weights[r].size
+            }
+            if values and sizes:
+                raise ProgramError(
+                    f"index {columns[0][1]} has a size in config and values in the data; give one."
+                )
+            if len(sizes) > 1:
+                raise ProgramError(f"index {columns[0][1]} is given two sizes: {sorted(sizes)}.")
+            if not values and not sizes:
+                names = ", ".join(f"{r}.{c}" for r, c in columns)
+                raise ProgramError(
+                    f"index {names} has no domain: equate it with a data column, or give its "
+                    f"size in weights (e.g. {{'index': [...], 'size': {{'{columns[0][1]}': 8}}}})."
+                )
+            domains[root] = np.unique(np.concatenate(values)) if values else np.arange(sizes.pop())
+        return domains
+
+    def domain(self, relation: str, column: str) -> np.ndarray:
+        return self.domains[self.classes.find((relation, column))]
+
+    def weight_shape(self, name: str) -> Tuple[int, ...]:
+        return tuple(len(self.domain(name, c)) for c in self.program.weights[name].index)
+
+    # ---- evaluation
+
+    def data_relations(self, backend) -> Dict[str, Relation]:
+        """The data CTEs the translated part reads, scattered into dense tensors over their keys."""
+        out = {}
+        for name in self.program.data:
+            if name not in self.keys:
+                continue
+            columns = self.data.get(name)
+            if columns is None:
+                raise ProgramError(f"no rows were read for data relation {name}.")
+            keys = self.keys[name]
+            index = tuple(np.searchsorted(self.domain(name, k), columns[k]) for k in keys)
+            shape = tuple(len(self.domain(name, k)) for k in keys)
+            mask = np.zeros(shape)
+            np.add.at(mask, index, 1.0)
+            if (mask > 1).any():
+                raise ProgramError(
+                    f"data relation {name} has more than one row for some ({', '.join(keys)}); "
+                    f"its key columns must identify its rows."
+                )
+            values = {}
+            for column, array in columns.items():
+                if column in keys:
+                    continue
+                dense = np.zeros(shape)
+                dense[index] = np.asarray(array, np.float64)
+                values[column] = backend.constant(dense)
+            out[name] = Relation(keys, values, backend.constant(mask))
+        return out
+
+    def evaluate(
+        self, backend, weights: Mapping[str, Any], data: Optional[Dict[str, Relation]] = None
+    ):
+        """The objective (a 0-d tensor) for these weight arrays (shaped as `weight_shape`)."""
+        relations = dict(data if data is not None else self.data_relations(backend))
+        for name, spec in self.program.weights.items():
+            array = weights[name]
+            relations[name] = Relation(
+                list(spec.index),
+                {"value": array},
+                backend.constant(np.ones(self.weight_shape(name))),
+            )
+        for name in self.program.model:
+            relations[name] = _Scope(self, backend, relations, name).relation(
+                self.program.ctes[name]
+            )
+        result = _Scope(self, backend, relations, "the objective").relation(self.program.final)
+        if result.keys or len(result.values) != 1:
+            raise ProgramError(
+                "the objective must be one scalar: a SELECT of one aggregate with no GROUP BY."
+            )
+        return next(iter(result.values.values()))
+
+
+class _Scope:
+    """One SELECT: its aliases' tensors over this scope's axis variables."""
+
+    def __init__(
+        self, translation: Translation, backend, relations: Mapping[str, Relation], name: str
+    ):
+        self.t, self.backend, self.relations, self.name = translation, backend, relations, name
+
+    def relation(self, select) -> Relation:
+        from sqlglot import exp
+
+        sources = _sources(select)
+        variables = _Sets()
+        for join in select.args.get("joins") or []:
+            for left, right in _equalities(join.args.get("on")):
+                variables.union(self._var(sources, left), self._var(sources, right))
+        self.var = lambda column: variables.find(self._var(sources, column))  # noqa: E731
+        self.aliases = {}
+        mask = Named(self.backend.constant(1.0), ())
+        for alias, name in sources:
+            rel = self.relations[name]
+            axes = tuple(variables.find((alias, k)) for k in rel.keys)
+            self.aliases[alias] = (rel, axes)
+            mask = self._mul(mask, Named(rel.mask, axes))
+        self.mask = mask
+        group = _arg(select, "group")
+        self.grouped = [self.var(c) for c in group.expressions] if group else None
+        if self.grouped is None and any(_aggregates(e) for e in select.expressions):
+            self.grouped = []  # aggregates without GROUP BY: one group of all rows
+        keys, values = [], {}
+        for e in select.expressions:
+            inner = e.this if isinstance(e, exp.Alias) else e
+            name = e.alias_or_name.lower()
+            if isinstance(inner, exp.Column) and name in self.t.keys.get(self.name, []):
+                keys.append((name, self.var(inner)))
+                continue
+            values[name] = self.expr(inner)
+        out_axes = tuple(v for _, v in keys)
+        arrays = {n: self._lay(v, out_axes) for n, v in values.items()}
+        if self.grouped is not None:  # a group exists where it has at least one row
+            row_mask = self.backend.apply(
+                "least", reduce_to(self.backend, mask, out_axes).array, 1.0
+            )
+        else:
+            row_mask = self._lay(mask, out_axes)
+        return Relation([n for n, _ in keys], arrays, row_mask)
+
+    def _var(self, sources, column):
+        table = column.table.lower() if column.table else sources[0][0]
+        return (table, column.name.lower())
+
+    def _mul(self, a: Named, b: Named) -> Named:
+        (x, y), axes = align(self.backend, a, b)
+        return Named(x * y, axes)
+
+    def _lay(self, tensor: Named, axes: Tuple) -> Any:
+        """The tensor over exactly `axes`, in that order, broadcast where it lacks one of them."""
+        if any(a not in axes for a in tensor.axes):
+            raise ProgramError(
+                f"in {self.name}, a selected value varies over a column that is neither "
+                f"selected nor grouped by; aggregate it or select that column."
+            )
+        if not axes:
+            return tensor.array
+        shape = [int(self.mask.array.shape[self.mask.axes.index(a)]) for a in axes]
+        (x, ones), union = align(
+            self.backend, tensor, Named(self.backend.constant(np.ones(shape)), tuple(axes))
+        )
+        return self.backend.transpose(x * ones, [union.index(a) for a in axes])
+
+    # ---- expressions
+
+    def expr(self, node) -> Named:
+        from sqlglot import exp
+
+        b = self.backend
+        binary = {
+            exp.Add: lambda x, y: x + y,
+            exp.Sub: lambda x, y: x - y,
+            exp.Mul: lambda x, y: x * y,
+            exp.Div: lambda x, y: x / y,
+        }
+        for kind, op in binary.items():
+            if isinstance(node, kind):
+                (x, y), axes = align(b, self.expr(node.left), self.expr(node.right))
+                return Named(op(x, y), axes)
+        if isinstance(node, (exp.Paren, exp.Cast)):
+            return self.expr(node.this)
+        if isinstance(node, exp.Neg):
+            inner = self.expr(node.this)
+            return Named(-inner.array, inner.axes)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return Named(b.constant(float(node.this)), ())
+        if isinstance(node, exp.Column):
+            return self._column(node)
+        if isinstance(node, exp.Subquery):
+            return self._scalar(node.this)
+        if isinstance(node, (exp.Sum, exp.Avg, exp.Count)):
+            return self._aggregate(node)
+        functions = {exp.Exp: "exp", exp.Ln: "ln", exp.Sqrt: "sqrt", exp.Abs: "abs"}
+        for function, name in functions.items():
+            if isinstance(node, function):
+                inner = self.expr(node.this)
+                return Named(b.apply(name, inner.array), inner.axes)
+        if isinstance(node, exp.Log):  # PostgreSQL: log(x) is base 10, log(b, x) base b
+            base, value = (node.this, node.expression) if node.expression else (None, node.this)
+            inner = self.expr(value)
+            ln_base = self.expr(base).array if base is not None else b.constant(np.log(10.0))
+            if base is not None:
+                (x, y), axes = align(b, inner, self.expr(base))
+                return Named(b.apply("ln", x) / b.apply("ln", y), axes)
+            return Named(b.apply("ln", inner.array) / ln_base, inner.axes)
+        if isinstance(node, exp.Case):
+            return self._case(node)
+        if isinstance(node, exp.Pow):
+            (x, y), axes = align(b, self.expr(node.this), self.expr(node.expression))
+            return Named(b.apply("power", x, y), axes)
+        if isinstance(node, (exp.Greatest, exp.Least)):
+            name = "greatest" if isinstance(node, exp.Greatest) else "least"
+            result = self.expr(node.this)
+            for other in node.expressions:
+                (x, y), axes = align(b, result, self.expr(other))
+                result = Named(b.apply(name, x, y), axes)
+            return result
+        raise ProgramError(
+            f"{type(node).__name__.upper()} ({node.sql(dialect='postgres')[:60]}) in {self.name}, "
+            f"{position(self.t.program.text, node)}, is not supported in the part of the program "
+            f"that depends on a weight. Supported: {SUPPORTED}."
+        )
+
+    def _case(self, node) -> Named:
+        """CASE WHEN over data: the first branch whose condition holds, else the default (or 0)."""
+        b = self.backend
+        result = (
+            self.expr(node.args["default"])
+            if node.args.get("default")
+            else Named(b.constant(0.0), ())
+        )
+        for branch in reversed(node.args["ifs"]):
+            condition, value = self._condition(branch.this), self.expr(branch.args["true"])
+            (c, x, y), axes = align(b, condition, value, result)
+            result = Named(b.where(c, x, y), axes)
+        return result
+
+    def _condition(self, node) -> Named:
+        from sqlglot import exp
+
+        b = self.backend
+        comparisons = {
+            exp.EQ: lambda x, y: x == y,
+            exp.NEQ: lambda x, y: x != y,
+            exp.GT: lambda x, y: x > y,
+            exp.GTE: lambda x, y: x >= y,
+            exp.LT: lambda x, y: x < y,
+            exp.LTE: lambda x, y: x <= y,
+        }
+        for kind, op in comparisons.items():
+            if isinstance(node, kind):
+                (x, y), axes = align(b, self.expr(node.this), self.expr(node.expression))
+                return Named(op(x, y), axes)
+        if isinstance(node, (exp.And, exp.Or)):
+            (x, y), axes = align(b, self._condition(node.this), self._condition(node.expression))
+            both = (x & y) if isinstance(node, exp.And) else (x | y)
+            return Named(both, axes)
+        if isinstance(node, exp.Not):
+            inner = self._condition(node.this)
+            return Named(~inner.array, inner.axes)
+        if isinstance(node, exp.Paren):
+            return self._condition(node.this)
+        raise ProgramError(
+            f"condition {node.sql(dialect='postgres')[:60]} in {self.name} is not supported: "
+            f"compare numbers with = <> < <= > >=, combined with AND, OR, NOT."
+        )
+
+    def _column(self, node) -> Named:
+        table = node.table.lower() if node.table else next(iter(self.aliases))
+        if table not in self.aliases:
+            raise ProgramError(f"{node.sql()} in {self.name} names no relation of its FROM.")
+        relation, axes = self.aliases[table]
+        name = node.name.lower()
+        if name in relation.keys:
+            raise ProgramError(
+                f"{node.sql()} in {self.name} is a key column; only value columns are numbers "
+                f"in expressions."
+            )
+        if name not in relation.values:
+            raise ProgramError(
+                f"{node.sql()} in {self.name}: the relation has no value column {name} "
+                f"(columns: {', '.join(relation.keys + list(relation.values))})."
+            )
+        return Named(relation.values[name], axes)
+
+    def _scalar(self, select) -> Named:
+        relation = _Scope(self.t, self.backend, self.relations, self.name).relation(select)
+        if relation.keys or len(relation.values) != 1:
+            raise ProgramError(f"a scalar subquery in {self.name} must return one value.")
+        return Named(next(iter(relation.values.values())), ())
+
+    def _aggregate(self, node) -> Named:
+        from sqlglot import exp
+
+        keep = tuple(self.grouped or ())
+        counted = reduce_to(self.backend, self.mask, keep)
+        if isinstance(node, exp.Count):
+            return counted
+        (x, m), axes = align(self.backend, self.expr(node.this), self.mask)
+        total = reduce_to(self.backend, Named(x * m, axes), keep)
+        if isinstance(node, exp.Sum):
+            return total
+        return Named(total.array / counted.array, keep)
