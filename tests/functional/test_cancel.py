@@ -37,7 +37,9 @@ class TestInterruptStopsTraining:
                    "--project-dir", str(project.project_root), "--profiles-dir", str(profiles_root)]
         # unbuffered: a pipe would otherwise hold dbt's progress lines until its buffer fills
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        # as from a terminal: a CI runner may start the suite with SIGINT ignored, which children inherit
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         lines: "queue.Queue[str]" = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
         output, deadline = [], time.monotonic() + 180
