@@ -149,13 +149,11 @@ class SqlflowAdapter(PostgresAdapter):
     @contextmanager
     def _user_facing_errors(self, model_name: str) -> Iterator[None]:
         """Our errors become one dbt error line naming the model; a bug keeps its traceback in the log."""
-        from dbt.adapters.sqlflow.errors import Cancelled, SqlflowError
+        from dbt.adapters.sqlflow.errors import SqlflowError
 
         try:
             yield
-        except Cancelled as exc:
-            raise DbtRuntimeError(f"{model_name}: {exc}") from exc
-        except SqlflowError as exc:
+        except SqlflowError as exc:  # Cancelled (Ctrl-C) included
             raise DbtRuntimeError(f"{model_name}: {exc}") from exc
         except psycopg2.Error as exc:
             raise DbtDatabaseError(f"{model_name}: {str(exc).strip()}") from exc

@@ -25,12 +25,10 @@ log = logging.getLogger("dbt_sqlflow.jobs")
 
 
 def _fit_options(options: Dict) -> Dict:
-    return {
-        "n_init": options.get("n_init", 1),
-        "max_iter": options.get("max_iter"),
-        "tol": options.get("tol"),
-        "covariance_type": options.get("covariance_type", "diag"),
-    }
+    """The estimator's keyword arguments that apply to this model type (options.py sets their
+    defaults; a key that does not apply, such as n_init for EM, is left to the estimator)."""
+    names = ("n_init", "max_iter", "tol", "covariance_type")
+    return {n: options[n] for n in names if n in options}
 
 
 def _fit_dec(source: "Source", encode, options: Dict, pretrained: Optional[registry.ModelVersion]):

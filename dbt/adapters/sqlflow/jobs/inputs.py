@@ -93,28 +93,31 @@ def roles(frame: Frame, options: Dict) -> Roles:
     )
 
 
+def _non_finite(column) -> np.ndarray:
+    """True where a float column holds NaN or +-Infinity (NULLs are not counted)."""
+    if column.values.dtype.kind != "f":
+        return np.zeros(len(column), bool)
+    return ~np.isfinite(column.values) & ~column.null_mask
+
+
 def non_finite_rows(frame: Frame, names: Sequence[str]) -> np.ndarray:
-    """True where a float feature holds NaN or +-Infinity (NULLs are not counted)."""
+    """True where any of the features holds NaN or +-Infinity."""
     bad = np.zeros(frame.n_rows, bool)
     for name in names:
-        column = frame[name]
-        if column.values.dtype.kind == "f":
-            bad |= ~np.isfinite(column.values) & ~column.null_mask
+        bad |= _non_finite(frame[name])
     return bad
 
 
 def check_finite(frame: Frame, names: Sequence[str]) -> None:
     """Training refuses NaN and +-Infinity before any epoch runs, naming the column."""
     for name in names:
-        column = frame[name]
-        if column.values.dtype.kind == "f":
-            bad = ~np.isfinite(column.values) & ~column.null_mask
-            if bad.any():
-                raise InputError(
-                    f"feature column '{name}' has {int(bad.sum())} NaN or Infinity value(s); a model "
-                    f"cannot learn from them. Filter them out or turn them into NULLs in the SELECT, "
-                    f"e.g. nullif(nullif({name}, 'NaN'), 'Infinity'), and NULLs are imputed."
-                )
+        bad = _non_finite(frame[name])
+        if bad.any():
+            raise InputError(
+                f"feature column '{name}' has {int(bad.sum())} NaN or Infinity value(s); a model cannot "
+                f"learn from them. Filter them out or turn them into NULLs in the SELECT, e.g. case when "
+                f"{name} in ('NaN', 'Infinity', '-Infinity') then null else {name} end; NULLs are imputed."
+            )
 
 
 def check_outputs(kept: Sequence, outputs: Sequence[str]) -> None:

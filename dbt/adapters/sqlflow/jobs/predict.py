@@ -319,14 +319,6 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
         return cur.rowcount
 
 
-def _registered(ctx: JobContext) -> bool:
-    try:
-        registry.load(ctx.conn, ctx.registry_table, ctx.model_key(ctx.options["model"]))
-        return True
-    except registry.RegistryError:
-        return False
-
-
 def _write_unscored(ctx: JobContext, columns) -> None:
     """The input's columns and model_version, no rows: what --empty can build without a model."""
     kept = ", ".join(f"{quote_ident(c.name)}" for c in columns)
@@ -344,15 +336,18 @@ class PredictJob:
     def read(self, ctx: JobContext):
         options = ctx.options
         version = options.get("version")
-        if ctx.empty and not _registered(ctx):  # dbt run --empty before the model was ever trained
-            return None, describe(ctx.conn, ctx.sql)
-        trained = registry.load(
-            ctx.conn,
-            ctx.registry_table,
-            ctx.model_key(options["model"]),
-            None if version in (None, "latest") else version,
-            model_name=options["model"],
-        )
+        try:
+            trained = registry.load(
+                ctx.conn,
+                ctx.registry_table,
+                ctx.model_key(options["model"]),
+                None if version in (None, "latest") else version,
+                model_name=options["model"],
+            )
+        except registry.RegistryError:
+            if ctx.empty:  # dbt run --empty before the model was ever trained
+                return None, describe(ctx.conn, ctx.sql)
+            raise
         if _in_database(options, trained.model_type):
             return trained, None
         if not inputs.should_stream(ctx.conn, ctx.sql, options):

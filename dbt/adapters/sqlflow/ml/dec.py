@@ -324,12 +324,12 @@ class _StreamedTargets:
         self.frequency: Optional[np.ndarray] = None
 
     def update(self) -> np.ndarray:
-        labels, frequency = [], np.zeros(0)
+        labels, frequency = [], 0.0
         for X in self.rows.read():
             q = keras_models.predict(self.model, X)
-            frequency = q.sum(axis=0) if len(frequency) == 0 else frequency + q.sum(axis=0)
+            frequency = frequency + q.sum(axis=0)
             labels.append(q.argmax(axis=1).astype(np.int32))
-        self.frequency = frequency
+        self.frequency = np.asarray(frequency)
         self.frozen.set_weights(self.model.get_weights())
         return np.concatenate(labels)
 
