@@ -105,6 +105,7 @@ class SqlflowAdapter(PostgresAdapter):
                 name: registry.ModelKey(r["database"], r["schema"], r["identifier"])
                 for name, r in (refs or {}).items()
             },
+            artifact_dir=self._artifact_dir(),
         )
         job = jobs.for_node(materialization, options["model_type"])
         with self._user_facing_errors(model["name"]):
@@ -119,6 +120,13 @@ class SqlflowAdapter(PostgresAdapter):
         ]
         code = "UNCHANGED" if outcome.unchanged else code
         return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
+
+    def _artifact_dir(self) -> Optional[str]:
+        """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""
+        import os
+
+        root, target = getattr(self.config, "project_root", None), getattr(self.config, "target_path", None)
+        return os.path.join(root, target, "sqlflow") if root and target else None
 
     @available
     def sqlflow_stale_side_tables(

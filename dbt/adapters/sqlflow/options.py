@@ -152,6 +152,7 @@ NETWORK_TYPES = ("factorization_machine", "dnn_regressor", "dnn_classifier", "au
 CLASSIFIERS = ("logistic_regression", "dnn_classifier", "factorization_machine")
 KERAS_TYPES = LINEAR_TYPES + NETWORK_TYPES
 SUPERVISED = tuple(t for t in KERAS_TYPES if t != "autoencoder")
+SQL = ("sql",)  # sql4ml: prediction and objective written in SQL (design section 8)
 
 
 def _units(v):
@@ -164,21 +165,25 @@ TRAIN = [
         0.05,
         lambda v: _is_number(v, 0, strict=True),
         "a number > 0",
-        KERAS_TYPES + DEC,
+        KERAS_TYPES + DEC + SQL,
     ),
-    Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
+    Option("epochs", 50, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC + SQL),
     Option("batch_size", 256, lambda v: _is_int(v, 1), "a whole number >= 1", KERAS_TYPES + DEC),
     Option(
         "optimizer",
         "adam",
         _one_of("sgd", "adam", "adagrad", "rmsprop", "ftrl"),
         "'sgd', 'adam', 'adagrad', 'rmsprop' or 'ftrl'",
-        KERAS_TYPES,
+        KERAS_TYPES + SQL,
     ),
     Option("l1", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
     Option("l2", 0.0, lambda v: _is_number(v, 0), "a number >= 0", KERAS_TYPES),
     Option(
-        "early_stopping", 0, lambda v: _is_int(v, 0), "a patience in epochs (0 = off)", KERAS_TYPES
+        "early_stopping",
+        0,
+        lambda v: _is_int(v, 0),
+        "a patience in epochs (0 = off)",
+        KERAS_TYPES + SQL,
     ),
     Option(
         "validation_split",
@@ -213,7 +218,7 @@ TRAIN = [
         1024,
         lambda v: _is_number(v, 0),
         "megabytes >= 0 (0 = always stream)",
-        KERAS_TYPES + DEC,
+        KERAS_TYPES + DEC + SQL,
     ),
     Option(
         "n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)
@@ -261,6 +266,30 @@ DEC_OPTIONS = [
     Option("update_interval", 140, lambda v: _is_int(v, 1), "a whole number of batches >= 1", DEC),
     Option("output_embedding", False, lambda v: isinstance(v, bool), "true or false", DEC),
 ]
+SQL_OPTIONS = [
+    Option(
+        "weights",
+        None,
+        lambda v: isinstance(v, dict) and len(v) > 0,
+        "a map of weight name to its index columns, e.g. {'w': ['feature'], 'b': []}",
+        SQL,
+    ),
+    Option(
+        "prediction",
+        "predictions",
+        lambda v: isinstance(v, str) and v != "",
+        "the name of the program's prediction CTE",
+        SQL,
+    ),
+    Option(
+        "batch_size",
+        0,
+        lambda v: _is_int(v, 0),
+        "a whole number >= 0 (0 = full-batch gradient descent)",
+        SQL,
+    ),
+]
+
 # Xie et al.'s settings where ours for other model types differ
 TYPE_DEFAULTS = {"dec": {"learning_rate": 0.001, "epochs": 20, "n_init": 20, "tol": 0.001}}
 
@@ -286,11 +315,17 @@ PREDICT = [
     Option(
         "sample_size", 50_000, lambda v: _is_int(v, 1), "a whole number of rows per batch >= 1"
     ),
+    Option(
+        "replaces",
+        None,
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "the name of the sql model's data CTE that this node's SELECT replaces",
+    ),
 ]
 
 MODEL_TYPES = {
     "cluster": CLUSTER_TYPES + DEC,
-    "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES,
+    "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES + SQL,
     "ml_predict": (),
 }
 
@@ -300,6 +335,10 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
         return PREDICT
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
+    if model_type == "sql":  # the program says what it reads: no feature or encoding keys
+        shared = ("learning_rate", "epochs", "optimizer", "early_stopping", "memory_budget_mb")
+        common = [o for o in COMMON if o.name in ("model_type", "key", "seed", "retrain")]
+        return common + [o for o in TRAIN if o.name in shared] + SQL_OPTIONS
     if model_type == "dec":
         shared = [
             o
@@ -319,7 +358,7 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
 
 
 def _all_known_names() -> set:
-    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN + DEC_OPTIONS}
+    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN + DEC_OPTIONS + SQL_OPTIONS}
 
 
 def _closest(key: str, names: Iterable[str]) -> Optional[str]:
@@ -382,6 +421,11 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
         raise OptionError(
             f"{where}: model_type '{model_type}' learns a target: name its column with "
             f"config(label='...')."
+        )
+    if model_type == "sql" and not resolved.get("weights"):
+        raise OptionError(
+            f"{where}: a sql model learns the weights its SQL reads: declare them with "
+            f"config(weights={{'w': ['feature'], 'b': []}}) (name: index columns)."
         )
     if materialization == "ml_predict" and not resolved.get("model"):
         raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")

@@ -26,16 +26,19 @@ def family(materialization: str, model_type: str) -> str:
 
     if materialization == "ml_predict":
         return "predict"
+    if model_type == "sql":
+        return "sql"
     return "network" if model_type in KERAS_TYPES else "cluster"
 
 
 def for_node(materialization: str, model_type: str) -> Job:
     # imported on use: the jobs pull in numpy and, when they run, scikit-learn or TensorFlow
-    from dbt.adapters.sqlflow.jobs import cluster, predict, train
+    from dbt.adapters.sqlflow.jobs import cluster, predict, sql4ml, train
 
     jobs: Dict[str, Callable[[], Job]] = {
         "predict": predict.PredictJob,
         "network": train.TrainJob,
         "cluster": cluster.ClusterJob,
+        "sql": sql4ml.Sql4mlJob,
     }
     return jobs[family(materialization, model_type)]()

@@ -319,6 +319,30 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
         return cur.rowcount
 
 
+def _score_sql_model(ctx: JobContext, trained: registry.ModelVersion) -> int:
+    """A sql4ml model: its prediction CTE over the weights table (or, for an older version, the
+    registry's copy of the weights), this node's SELECT in place of the data relation it reads."""
+    from dbt.adapters.sqlflow.sql4ml.scoring import prediction_sql
+
+    key = ctx.model_key(ctx.options["model"])
+    with ctx.conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (key.render(),))
+        source = key.render() if cur.fetchone()[0] is not None else None
+        if source:
+            cur.execute(f"select max(model_version) from {source}")
+            source = source if cur.fetchone()[0] == trained.version else None
+        sql = prediction_sql(
+            trained.parameters,
+            trained.options,
+            ctx.sql,
+            trained.version,
+            source,
+            ctx.options.get("replaces"),
+        )
+        cur.execute(f"create table {ctx.targets.main} as {sql}")
+        return cur.rowcount
+
+
 def _write_unscored(ctx: JobContext, columns) -> None:
     """The input's columns and model_version, no rows: what --empty can build without a model."""
     kept = ", ".join(f"{quote_ident(c.name)}" for c in columns)
@@ -348,6 +372,8 @@ class PredictJob:
             if ctx.empty:  # dbt run --empty before the model was ever trained
                 return None, describe(ctx.conn, ctx.sql)
             raise
+        if trained.model_type == "sql":  # its prediction is SQL: it runs where it was written
+            return trained, None
         if _in_database(options, trained.model_type):
             return trained, None
         if not inputs.should_stream(ctx.conn, ctx.sql, options):
@@ -360,7 +386,9 @@ class PredictJob:
             _write_unscored(ctx, read)
             return Outcome(0, 0, "PREDICT 0 rows (--empty: the model is not trained yet)")
         try:
-            if read is None:
+            if read is None and trained.model_type == "sql":
+                where, rows = "in PostgreSQL", _score_sql_model(ctx, trained)
+            elif read is None:
                 where, rows = (
                     "in PostgreSQL",
                     _score_in_database(ctx.conn, ctx.sql, trained, ctx.options, ctx.targets.main),

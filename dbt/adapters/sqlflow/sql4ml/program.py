@@ -56,11 +56,14 @@ def _arg(node, name: str):
 
 
 def position(text: str, node) -> str:
-    """`line L, column C` of a node in the program text (its first occurrence), for messages."""
-    snippet = node.sql(dialect="postgres")
-    at = text.lower().find(snippet.lower()[:40])
-    if at < 0:
-        return "line ?"
+    """`line L, column C` where a node starts in the program text, from the parser's token offsets."""
+    starts = [n.meta["start"] for n in node.walk() if "start" in getattr(n, "meta", {})]
+    if starts:
+        at = min(starts)
+    else:  # a node built without tokens: its first occurrence in the text
+        at = text.lower().find(node.sql(dialect="postgres").lower()[:40])
+        if at < 0:
+            return "position unknown"
     line = text.count("\n", 0, at) + 1
     return f"line {line}, column {at - (text.rfind(chr(10), 0, at) + 1) + 1}"
 

@@ -15,11 +15,17 @@ class NumpyBackend:
     def constant(self, value):
         return self.np.asarray(value, dtype=self.np.float64)
 
+    def ones(self, shape):
+        return self.np.ones([int(d) for d in shape])
+
     def einsum(self, spec: str, *operands):
         return self.np.einsum(spec, *operands)
 
-    def reshape(self, x, shape):
-        return self.np.reshape(x, shape)
+    def expand(self, x, present):
+        """Axes of length 1 inserted where `present` is False (the array's own axes keep order)."""
+        if all(present):
+            return x
+        return x[tuple(slice(None) if p else None for p in present)]
 
     def transpose(self, x, order):
         return self.np.transpose(x, order)
@@ -50,11 +56,11 @@ class TensorflowBackend(NumpyBackend):
     def constant(self, value):
         return self.tf.constant(value, dtype=self.tf.float64)
 
+    def ones(self, shape):
+        return self.tf.ones([int(d) for d in shape], dtype=self.tf.float64)
+
     def einsum(self, spec: str, *operands):
         return self.tf.einsum(spec, *operands)
-
-    def reshape(self, x, shape):
-        return self.tf.reshape(x, shape)
 
     def transpose(self, x, order):
         return self.tf.transpose(x, order)
@@ -95,13 +101,14 @@ def align(backend, *tensors: Named):
         array = t.array
         if tuple(present) != t.axes:
             array = backend.transpose(array, [t.axes.index(a) for a in present])
-        shape = [_size(array, present.index(a)) if a in present else 1 for a in union]
-        laid.append(backend.reshape(array, shape) if len(shape) != len(present) else array)
+        laid.append(backend.expand(array, [a in present for a in union]))
     return laid, union
 
 
-def _size(array, axis: int) -> int:
-    return int(array.shape[axis])
+def size(array, axis: int):
+    """An axis length: an int, or the generated program's symbolic batch length (codegen.Dim)."""
+    n = array.shape[axis]
+    return n if hasattr(n, "symbol") else int(n)
 
 
 def reduce_to(backend, tensor: Named, keep: Sequence[int]) -> Named:

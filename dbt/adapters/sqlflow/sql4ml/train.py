@@ -2,15 +2,16 @@
 the paper, and the weights as rows again (for the weights table and for the self-check SQL)."""
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.ml.params import Fitting
 from dbt.adapters.sqlflow.sql4ml.program import WeightSpec
-from dbt.adapters.sqlflow.sql4ml.translate import Translation
+from dbt.adapters.sqlflow.sql4ml.translate import Relation, Translation
 
 log = logging.getLogger("dbt_sqlflow.ml")
 
@@ -18,8 +19,13 @@ log = logging.getLogger("dbt_sqlflow.ml")
 @dataclass
 class Trained:
     weights: Dict[str, np.ndarray]
-    objective: List[float] = field(default_factory=list)  # per epoch, before the step
-    final: float = float("nan")  # after the last step
+    objective: List[float] = field(default_factory=list)  # per epoch: full batch, or batches' mean
+    final: float = float("nan")  # on all the data, after the last step
+    epochs_run: int = 0
+    epoch_seconds: float = 0.0
+
+
+MIN_DELTA = 1e-4  # early stopping: an epoch improves when the objective falls by this share of it
 
 
 def initial(spec: WeightSpec, shape, rng: np.random.Generator) -> np.ndarray:
@@ -28,14 +34,42 @@ def initial(spec: WeightSpec, shape, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(0.0, spec.scale, shape)
 
 
-def fit(translation: Translation, fitting: Fitting) -> Trained:
-    """Full-batch descent on the objective; the data tensors are built once."""
+def batches(rng: np.random.Generator, n: int, batch_size: int) -> List[np.ndarray]:
+    """Positions along the key axis per mini-batch, shuffled per epoch; one batch of all when 0."""
+    if batch_size <= 0 or batch_size >= n:
+        return [np.arange(n)]
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def restrict(tf, relations: Dict[str, Relation], axes: Dict[str, int], positions) -> Dict:
+    """The data relations with the key axis cut to a batch's positions (tf.gather)."""
+    out = dict(relations)
+    for name, axis in axes.items():
+        rel = relations[name]
+        values = {c: tf.gather(v, positions, axis=axis) for c, v in rel.values.items()}
+        out[name] = Relation(rel.keys, values, tf.gather(rel.mask, positions, axis=axis))
+    return out
+
+
+def stopped(history: List[float], patience: int) -> bool:
+    """No epoch of the last `patience` improved on the best before them by MIN_DELTA (relative)."""
+    if not patience or len(history) <= patience:
+        return False
+    best = min(history[:-patience])
+    return min(history[-patience:]) > best - MIN_DELTA * abs(best)
+
+
+def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -> Trained:
+    """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
+    mini-batches along the `key` axis; the data tensors are built once."""
     import tensorflow as tf
 
     from dbt.adapters.sqlflow.ml.keras_models import _optimizer, tensorflow_session
     from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
 
     rng = np.random.default_rng(fitting.seed)
+    axes, n = translation.batch_axes(key) if fitting.batch_size else ({}, 0)
     with tensorflow_session(fitting.seed) as keras:
         backend = TensorflowBackend(tf)
         data = translation.data_relations(backend)
@@ -46,22 +80,29 @@ def fit(translation: Translation, fitting: Fitting) -> Trained:
         }
         optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
         trained = Trained({})
+        translation.evaluate(backend, variables, data)  # eagerly once: errors surface as they are
 
         @tf.function
-        def step():
+        def step(positions):
+            batch = restrict(tf, data, axes, positions) if axes else data
             with tf.GradientTape() as tape:
-                loss = translation.evaluate(backend, variables, data)
+                loss = translation.evaluate(backend, variables, batch)
             grads = tape.gradient(loss, list(variables.values()))
             optimizer.apply_gradients(zip(grads, list(variables.values())))
             return loss
 
+        started = time.perf_counter()
         for epoch in range(fitting.epochs):
             interrupt.check()
-            trained.objective.append(float(step()))
+            losses = [float(step(tf.constant(p))) for p in batches(rng, n, fitting.batch_size)]
+            trained.objective.append(float(np.mean(losses)))
+            trained.epochs_run = epoch + 1
             if epoch == 0 or (epoch + 1) % max(1, fitting.epochs // 5) == 0:
-                log.info(
-                    f"epoch {epoch + 1}/{fitting.epochs}: objective {trained.objective[-1]:.6g}"
-                )
+                log.debug(f"epoch {epoch + 1}/{fitting.epochs}: objective {losses[-1]:.6g}")
+            if stopped(trained.objective, fitting.early_stopping or 0):
+                log.debug(f"early stopping after epoch {epoch + 1}")
+                break
+        trained.epoch_seconds = (time.perf_counter() - started) / max(1, trained.epochs_run)
         trained.weights = {n: v.numpy().astype(np.float64) for n, v in variables.items()}
         trained.final = float(translation.evaluate(backend, variables, data))
     return trained

@@ -12,8 +12,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from dbt.adapters.sqlflow.sql4ml.program import Program, ProgramError, _arg, position
-from dbt.adapters.sqlflow.sql4ml.tensors import Named, align, reduce_to
+from dbt.adapters.sqlflow.sql4ml.program import (
+    Program,
+    ProgramError,
+    _arg,
+    position,
+    referenced_tables,
+)
+from dbt.adapters.sqlflow.sql4ml.tensors import Named, align, reduce_to, size
 
 SUPPORTED = (
     "+ - * /, unary minus, numeric constants, exp, ln/log, power/pow, sqrt, abs, greatest, least, "
@@ -39,6 +45,14 @@ class _Sets:
         self.parent[self.find(a)] = self.find(b)
 
 
+@dataclass(frozen=True)
+class NotNumeric:
+    """A data column that is not a number (text, dates): it may be a key, never a value."""
+
+    relation: str
+    column: str
+
+
 @dataclass
 class Relation:
     keys: List[str]  # key column names, the order of the tensors' axes
@@ -46,13 +60,13 @@ class Relation:
     mask: Any  # 1.0 where a row exists, over keys
 
 
-def _equalities(on) -> List[Tuple[Any, Any]]:
+def _equalities(on, scope: str = "", text: str = "") -> List[Tuple[Any, Any]]:
     from sqlglot import exp
 
     if on is None:
         return []
     if isinstance(on, exp.And):
-        return _equalities(on.left) + _equalities(on.right)
+        return _equalities(on.left, scope, text) + _equalities(on.right, scope, text)
     if (
         isinstance(on, exp.EQ)
         and isinstance(on.left, exp.Column)
@@ -60,8 +74,9 @@ def _equalities(on) -> List[Tuple[Any, Any]]:
     ):
         return [(on.left, on.right)]
     raise ProgramError(
-        f"join condition {on.sql()} is not supported: joins are equalities of columns "
-        f"combined with AND."
+        f"join condition {on.sql()} in {scope} ({position(text, on)}) is not supported in the part "
+        f"that depends on a weight: joins there are equalities of columns combined with AND; "
+        f"filter or compute in a data CTE."
     )
 
 
@@ -76,7 +91,7 @@ def _aggregates(node) -> bool:
     return any(_aggregates(child) for child in node.iter_expressions())
 
 
-def _sources(select) -> List[Tuple[str, str]]:
+def _sources(select, scope: str = "", text: str = "") -> List[Tuple[str, str]]:
     """(alias, relation) of the FROM and every join."""
     from sqlglot import exp
 
@@ -87,10 +102,31 @@ def _sources(select) -> List[Tuple[str, str]]:
     ]:
         if not isinstance(node, exp.Table):
             raise ProgramError(
-                f"{node.sql()} in FROM is not supported: read CTEs or weights by name."
+                f"{node.sql()[:60]} in the FROM of {scope} ({position(text, node)}) is not supported: "
+                f"read CTEs or weights by name (put a derived table in a CTE of its own)."
             )
         tables.append(((node.alias or node.name).lower(), node.name.lower()))
     return tables
+
+
+def _clip(select, width: int = 90) -> str:
+    text = " ".join(select.sql(dialect="postgres").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _construct(node) -> str:
+    """What a user would call an unsupported node."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Window):
+        return "a window function"
+    if isinstance(node, exp.Anonymous):
+        return f"the function {node.name}()"
+    if isinstance(node, exp.WithinGroup):
+        return f"the ordered-set aggregate {node.this.key}()"
+    if isinstance(node, exp.Func):
+        return f"the function {node.key}()"
+    return type(node).__name__.upper()
 
 
 class Translation:
@@ -105,6 +141,9 @@ class Translation:
         self.classes = _Sets()
         for name, select in program.scopes():
             self._scan(name, select)
+            for table in referenced_tables(select):  # a data relation read whole: no axes
+                if table in program.data:
+                    self.keys.setdefault(table, [])
         self.domains = self._domains()
 
     # ---- the first pass: which columns are keys, which columns share a domain
@@ -112,9 +151,10 @@ class Translation:
     def _scan(self, scope: str, select, top: bool = True) -> None:
         from sqlglot import exp
 
-        aliases = dict(_sources(select))
+        text = self.program.text
+        aliases = dict(_sources(select, scope, text))
         for join in select.args.get("joins") or []:
-            for left, right in _equalities(join.args.get("on")):
+            for left, right in _equalities(join.args.get("on"), scope, text):
                 a, b = self._column(scope, aliases, left), self._column(scope, aliases, right)
                 self._key(*a)
                 self._key(*b)
@@ -182,42 +222,120 @@ class Translation:
                     f"index {names} has no domain: equate it with a data column, or give its "
                     f"size in weights (e.g. {{'index': [...], 'size': {{'{columns[0][1]}': 8}}}})."
                 )
+            if values:
+                self._one_domain(columns, values)
             domains[root] = np.unique(np.concatenate(values)) if values else np.arange(sizes.pop())
         return domains
 
+    def _one_domain(self, columns, values) -> None:
+        """A weight's index equated with data columns that share no value (or not even a type) is two
+        domains joined by mistake: `w.feature = f.feature and w.feature = s.store`."""
+        weights = [f"{r}.{c}" for r, c in columns if r in self.program.weights]
+        data = [(f"{r}.{c}", self.data[r][c]) for r, c in columns if r in self.data and c in self.data[r]]
+        if not weights or len(data) < 2:
+            return
+        sets = [(name, set(np.asarray(v).tolist())) for name, v in data]
+        for name, seen in sets[1:]:
+            first, first_seen = sets[0]
+            if seen and first_seen and not (seen & first_seen):
+                raise ProgramError(
+                    f"weight index {weights[0]} is joined to {first} and to {name}, which share no "
+                    f"value: they are two different domains. Give each its own weight index."
+                )
+
     def domain(self, relation: str, column: str) -> np.ndarray:
         return self.domains[self.classes.find((relation, column))]
+
+    def batch_axes(self, key: Optional[str]) -> Tuple[Dict[str, int], int]:
+        """For mini-batches: the axis of `key` in every data relation that has it, and its length."""
+        if not key:
+            raise ProgramError(
+                "batch_size > 0 cuts mini-batches along the observations: name their key column "
+                "with config(key='obs_id'), or use batch_size=0 (full batch)."
+            )
+        roots = {
+            self.classes.find((r, key))
+            for r in self.program.data
+            if key in self.keys.get(r, []) and r in self.data
+        }
+        if len(roots) != 1:
+            raise ProgramError(
+                f"key '{key}' is not a key column of the data the objective reads (keys: "
+                f"{', '.join(sorted({k for r in self.program.data for k in self.keys.get(r, [])}))}); "
+                f"name the observations' id column."
+            )
+        root = roots.pop()
+        for w, spec in self.program.weights.items():
+            if any(self.classes.find((w, c)) == root for c in spec.index):
+                raise ProgramError(
+                    f"weight '{w}' is indexed by the key '{key}', so mini-batches cannot cut it; "
+                    f"use batch_size=0."
+                )
+        axes = {}
+        for r in self.program.data:
+            found = [i for i, k in enumerate(self.keys.get(r, [])) if self.classes.find((r, k)) == root]
+            if len(found) > 1:
+                raise ProgramError(f"data relation {r} has '{key}' twice among its keys; use batch_size=0.")
+            if found and r in self.data:
+                axes[r] = found[0]
+        return axes, len(self.domains[root])
 
     def weight_shape(self, name: str) -> Tuple[int, ...]:
         return tuple(len(self.domain(name, c)) for c in self.program.weights[name].index)
 
     # ---- evaluation
 
+    def data_keys(self) -> Dict[str, List[str]]:
+        """The data CTEs the translated part reads, with their key columns (the tensors' axes)."""
+        return {n: self.keys[n] for n in self.program.data if n in self.keys}
+
+    def value_columns(self, name: str) -> List[str]:
+        keys = self.keys[name]
+        return [
+            c
+            for c, v in self.data[name].items()
+            if c not in keys and np.asarray(v).dtype.kind in "biuf"
+        ]
+
     def data_relations(self, backend) -> Dict[str, Relation]:
         """The data CTEs the translated part reads, scattered into dense tensors over their keys."""
         out = {}
-        for name in self.program.data:
-            if name not in self.keys:
-                continue
+        for name in self.data_keys():
             columns = self.data.get(name)
             if columns is None:
                 raise ProgramError(f"no rows were read for data relation {name}.")
             keys = self.keys[name]
-            index = tuple(np.searchsorted(self.domain(name, k), columns[k]) for k in keys)
-            shape = tuple(len(self.domain(name, k)) for k in keys)
-            mask = np.zeros(shape)
-            np.add.at(mask, index, 1.0)
+            rows = len(next(iter(columns.values()))) if columns else 0
+            if not keys:  # read whole, as a scalar subquery
+                if rows != 1:
+                    raise ProgramError(
+                        f"data relation {name} is read as one value but has {rows} rows; make it "
+                        f"return one row, or join it on its key columns."
+                    )
+                index: Tuple = ()
+                shape: Tuple[int, ...] = ()
+                mask = np.ones(())
+            else:
+                index = tuple(np.searchsorted(self.domain(name, k), columns[k]) for k in keys)
+                shape = tuple(len(self.domain(name, k)) for k in keys)
+                mask = np.zeros(shape)
+                np.add.at(mask, index, 1.0)
             if (mask > 1).any():
                 raise ProgramError(
                     f"data relation {name} has more than one row for some ({', '.join(keys)}); "
-                    f"its key columns must identify its rows."
+                    f"its key columns must identify its rows (aggregate it, or group by more)."
                 )
-            values = {}
+            values: Dict[str, Any] = {}
             for column, array in columns.items():
                 if column in keys:
                     continue
-                dense = np.zeros(shape)
-                dense[index] = np.asarray(array, np.float64)
+                if np.asarray(array).dtype.kind not in "biuf":
+                    values[column] = NotNumeric(name, column)  # an error only where it is read
+                    continue
+                numbers = np.asarray(array, np.float64)
+                dense = np.zeros(shape) if keys else numbers[0]
+                if keys:
+                    dense[index] = numbers
                 values[column] = backend.constant(dense)
             out[name] = Relation(keys, values, backend.constant(mask))
         return out
@@ -230,18 +348,21 @@ class Translation:
         for name, spec in self.program.weights.items():
             array = weights[name]
             relations[name] = Relation(
-                list(spec.index),
-                {"value": array},
-                backend.constant(np.ones(self.weight_shape(name))),
+                list(spec.index), {"value": array}, backend.ones(self.weight_shape(name))
             )
+        section = getattr(backend, "section", lambda title: None)  # the code generator's comments
         for name in self.program.model:
+            section(f"{name}: {_clip(self.program.ctes[name])}")
             relations[name] = _Scope(self, backend, relations, name).relation(
                 self.program.ctes[name]
             )
+        section(f"the objective: {_clip(self.program.final)}")
         result = _Scope(self, backend, relations, "the objective").relation(self.program.final)
         if result.keys or len(result.values) != 1:
             raise ProgramError(
-                "the objective must be one scalar: a SELECT of one aggregate with no GROUP BY."
+                f"the objective ({position(self.program.text, self.program.final)}) must be one "
+                f"scalar: the final SELECT returns one aggregate (e.g. avg(...)) with no GROUP BY; "
+                f"it returns {len(result.values)} value(s) over {len(result.keys)} key(s)."
             )
         return next(iter(result.values.values()))
 
@@ -257,10 +378,11 @@ class _Scope:
     def relation(self, select) -> Relation:
         from sqlglot import exp
 
-        sources = _sources(select)
+        text = self.t.program.text
+        sources = _sources(select, self.name, text)
         variables = _Sets()
         for join in select.args.get("joins") or []:
-            for left, right in _equalities(join.args.get("on")):
+            for left, right in _equalities(join.args.get("on"), self.name, text):
                 variables.union(self._var(sources, left), self._var(sources, right))
         self.var = lambda column: variables.find(self._var(sources, column))  # noqa: E731
         self.aliases = {}
@@ -310,10 +432,8 @@ class _Scope:
             )
         if not axes:
             return tensor.array
-        shape = [int(self.mask.array.shape[self.mask.axes.index(a)]) for a in axes]
-        (x, ones), union = align(
-            self.backend, tensor, Named(self.backend.constant(np.ones(shape)), tuple(axes))
-        )
+        shape = [size(self.mask.array, self.mask.axes.index(a)) for a in axes]
+        (x, ones), union = align(self.backend, tensor, Named(self.backend.ones(shape), tuple(axes)))
         return self.backend.transpose(x * ones, [union.index(a) for a in axes])
 
     # ---- expressions
@@ -371,9 +491,10 @@ class _Scope:
                 result = Named(b.apply(name, x, y), axes)
             return result
         raise ProgramError(
-            f"{type(node).__name__.upper()} ({node.sql(dialect='postgres')[:60]}) in {self.name}, "
+            f"{_construct(node)} ({node.sql(dialect='postgres')[:60]}) in {self.name}, "
             f"{position(self.t.program.text, node)}, is not supported in the part of the program "
-            f"that depends on a weight. Supported: {SUPPORTED}."
+            f"that depends on a weight. Compute it in a data CTE (one that reads no weight), or "
+            f"write it with what is supported: {SUPPORTED}."
         )
 
     def _case(self, node) -> Named:
@@ -435,6 +556,12 @@ class _Scope:
             raise ProgramError(
                 f"{node.sql()} in {self.name}: the relation has no value column {name} "
                 f"(columns: {', '.join(relation.keys + list(relation.values))})."
+            )
+        if isinstance(relation.values[name], NotNumeric):
+            raise ProgramError(
+                f"{node.sql()} in {self.name} ({position(self.t.program.text, node)}) is text (or "
+                f"another non-number) where a number is needed: cast it in the data CTE "
+                f"({relation.values[name].relation}), or join or group on it to make it a key."
             )
         return Named(relation.values[name], axes)
 
