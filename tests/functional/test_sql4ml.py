@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from dbt.tests.util import run_dbt, run_dbt_and_capture
-from sklearn.datasets import load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -137,3 +137,216 @@ class TestLinearRegressionInSql:
         assert produced.keys() == stored.keys()
         for k, v in stored.items():
             assert produced[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+
+
+CANCER = load_breast_cancer()
+CANCER_X = StandardScaler().fit_transform(CANCER.data)
+CANCER_NAMES = [f"f{j:02d}" for j in range(CANCER_X.shape[1])]
+CANCER_HELD = np.random.default_rng(0).random(len(CANCER.target)) < 0.25
+L2 = 1 / (2 * 1.0 * len(CANCER.target))  # scikit-learn's C=1 on the mean log loss
+SVM_L2 = 1 / (2 * 1.0 * int((~CANCER_HELD).sum()))
+
+LOGISTIC = """{{ config(materialized='ml_train', model_type='sql', weights={'w': ['feature'], 'b': []},
+          prediction='probabilities', key='obs_id', learning_rate=0.05, epochs=2000, seed=0) }}
+with features as (
+    select obs_id, feature, value from {{ ref('cancer_features') }}
+), targets as (
+    select obs_id, target as value from {{ ref('cancer_targets') }}
+), scores as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as z
+    from features f join w on w.feature = f.feature group by f.obs_id
+), probabilities as (
+    select obs_id, 1 / (1 + exp(-z)) as p from scores
+)
+select -avg(t.value * ln(greatest(p.p, 1e-15)) + (1 - t.value) * ln(greatest(1 - p.p, 1e-15)))
+       + L2 * (select sum(power(value, 2)) from w)
+from probabilities p join targets t on t.obs_id = p.obs_id
+""".replace("L2", repr(L2))
+
+SVM = """{{ config(materialized='ml_train', model_type='sql', weights={'w': ['feature'], 'b': []},
+          key='obs_id', learning_rate=0.01, epochs=2000, seed=0) }}
+with targets as (
+    select obs_id, case when target = 1 then 1.0 else -1.0 end as value
+    from {{ ref('cancer_targets') }} where not held_out
+), features as (
+    select f.obs_id, f.feature, f.value from {{ ref('cancer_features') }} f
+    where f.obs_id in (select obs_id from targets)
+), predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+)
+select avg(greatest(0, 1 - t.value * p.value)) + L2 * (select sum(power(value, 2)) from w)
+from predictions p join targets t on t.obs_id = p.obs_id
+""".replace("L2", repr(SVM_L2))
+
+SVM_SCORED = """{{ config(materialized='ml_predict', model='cancer_svm') }}
+-- depends_on: {{ ref('cancer_svm') }}
+select f.obs_id, f.feature, f.value from {{ ref('cancer_features') }} f
+join {{ ref('cancer_targets') }} t on t.obs_id = f.obs_id where t.held_out
+"""
+
+
+def cancer_targets_csv():
+    lines = ["obs_id,target,held_out"]
+    lines += [f"{i},{int(y)},{str(bool(h)).lower()}" for i, (y, h) in enumerate(zip(CANCER.target, CANCER_HELD))]
+    return "\n".join(lines) + "\n"
+
+
+class TestClassifiersInSql:
+    """Logistic regression with the sigmoid and L2 written in SQL, and a linear SVM (hinge loss)."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"cancer_features.csv": long_csv(CANCER_X, CANCER_NAMES), "cancer_targets.csv": cancer_targets_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"cancer_logistic.sql": LOGISTIC, "cancer_svm.sql": SVM, "cancer_svm_scored.sql": SVM_SCORED}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_logistic_objective_matches_scikit_learn(self, project):
+        from sklearn.linear_model import LogisticRegression
+
+        X, y = CANCER_X, CANCER.target
+        reference = LogisticRegression(C=1.0, max_iter=10000).fit(X, y)
+        p = np.clip(reference.predict_proba(X)[:, 1], 1e-15, 1 - 1e-15)
+        objective = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) + L2 * np.sum(reference.coef_ ** 2)
+        (ours, check) = self.rows(project, "select (metrics->>'objective')::float8, training_info->'self_check' "
+                                           "from {s}.sqlflow_models where model_name = 'cancer_logistic'")[0]
+        assert np.isfinite(ours) and ours == pytest.approx(objective, rel=0.01)
+        assert check["postgresql"] == pytest.approx(check["tensorflow"], rel=1e-6)
+
+    def test_svm_accuracy_matches_linear_svc(self, project):
+        from sklearn.svm import LinearSVC
+
+        train, held = ~CANCER_HELD, CANCER_HELD
+        y = np.where(CANCER.target == 1, 1, -1)
+        reference = LinearSVC(C=1.0, loss="hinge", max_iter=100000).fit(CANCER_X[train], y[train])
+        expected = (reference.predict(CANCER_X[held]) == y[held]).mean()
+        scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.cancer_svm_scored"))
+        assert len(scored) == int(held.sum())
+        ours = np.mean([np.sign(scored[i]) == y[i] for i in np.where(held)[0]])
+        assert abs(ours - expected) <= 0.01
+
+
+def pairwise_problem(n=1000, f=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, f))
+    y = X[:, 0] * X[:, 1] + X[:, 2] * X[:, 3] - X[:, 4] * X[:, 5] + 0.3 * X[:, 0] + rng.normal(0, 0.1, n)
+    return X, y
+
+
+FM_X, FM_Y = pairwise_problem()
+FM_NAMES = [f"x{j}" for j in range(FM_X.shape[1])]
+
+FM_SQL = """{{ config(materialized='ml_train', model_type='sql', key='obs_id',
+          weights={'w': ['feature'], 'b': [],
+                   'v': {'index': ['feature', 'factor'], 'size': {'factor': 4}, 'scale': 0.1}},
+          learning_rate=0.02, epochs=2000, seed=0) }}
+-- the paper's factorization machine: b + sum w x + 1/2 sum_f ((sum v x)^2 - sum v^2 x^2)
+with features as (
+    select obs_id, feature, value from {{ ref('pairs_features') }}
+), targets as (
+    select obs_id, y as value from {{ ref('pairs_targets') }}
+), linear as (
+    select f.obs_id, sum(f.value * w.value) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+), factor_sums as (
+    select f.obs_id, v.factor, sum(f.value * v.value) as s, sum(power(f.value, 2) * power(v.value, 2)) as s2
+    from features f join v on v.feature = f.feature group by f.obs_id, v.factor
+), interactions as (
+    select obs_id, 0.5 * sum(power(s, 2) - s2) as value from factor_sums group by obs_id
+), predictions as (
+    select l.obs_id, l.value + i.value + (select value from b) as value
+    from linear l join interactions i on i.obs_id = l.obs_id
+)
+select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.obs_id = p.obs_id
+"""
+
+PAIRS_LINEAR = """{{ config(materialized='ml_train', model_type='sql', key='obs_id',
+          weights={'w': ['feature'], 'b': []}, learning_rate=0.05, epochs=500, seed=0) }}
+with features as (select obs_id, feature, value from {{ ref('pairs_features') }}),
+targets as (select obs_id, y as value from {{ ref('pairs_targets') }}),
+predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+)
+select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.obs_id = p.obs_id
+"""
+
+PAIRS_BUILTIN = """{{ config(materialized='ml_train', model_type='factorization_machine', label='y', key='obs_id',
+          exclude=['obs_id'], n_factors=4, learning_rate=0.02, epochs=2000, batch_size=1000, normalize='none',
+          seed=0) }}
+select * from {{ ref('pairs_wide') }}
+"""
+
+PAIRS_SCORED = """{{ config(materialized='ml_predict', model='pairs_fm') }}
+-- depends_on: {{ ref('pairs_fm') }}
+select obs_id, feature, value from {{ ref('pairs_features') }}
+"""
+
+PAIRS_BUILTIN_SCORED = """{{ config(materialized='ml_predict', model='pairs_builtin') }}
+-- depends_on: {{ ref('pairs_builtin') }}
+select * from {{ ref('pairs_wide') }}
+"""
+
+
+def wide_csv(X, y, names):
+    lines = ["obs_id," + ",".join(names) + ",y"]
+    lines += [f"{i}," + ",".join(f"{v:.15f}" for v in row) + f",{t:.15f}" for i, (row, t) in enumerate(zip(X, y))]
+    return "\n".join(lines) + "\n"
+
+
+class TestFactorizationMachineInSql:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"pairs_features.csv": long_csv(FM_X, FM_NAMES), "pairs_targets.csv": target_csv(FM_Y, "y"),
+                "pairs_wide.csv": wide_csv(FM_X, FM_Y, FM_NAMES)}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"pairs_fm.sql": FM_SQL, "pairs_linear.sql": PAIRS_LINEAR, "pairs_builtin.sql": PAIRS_BUILTIN,
+                "pairs_fm_scored.sql": PAIRS_SCORED, "pairs_builtin_scored.sql": PAIRS_BUILTIN_SCORED}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def objective(self, project, model):
+        return self.rows(project, f"select (metrics->>'objective')::float8 from {{s}}.sqlflow_models "
+                                  f"where model_name = '{model}'")[0][0]
+
+    def test_fm_learns_the_interactions_a_linear_model_cannot(self, project):
+        variance = FM_Y.var()
+        assert 1 - self.objective(project, "pairs_fm") / variance >= 0.9
+        assert 1 - self.objective(project, "pairs_linear") / variance <= 0.5
+
+    def test_fm_objective_is_close_to_the_builtin_factorization_machine(self, project):
+        scored = dict(self.rows(project, "select obs_id, predicted_y from {s}.pairs_builtin_scored"))
+        builtin = np.mean([(scored[i] - FM_Y[i]) ** 2 for i in range(len(FM_Y))])
+        assert self.objective(project, "pairs_fm") == pytest.approx(builtin, rel=0.02)
+
+    def test_rank3_weights_and_predictions_in_postgresql(self, project):
+        rows = self.rows(project, "select tensor, feature, factor, value from {s}.pairs_fm")
+        w = {f: v for t, f, _, v in rows if t == "w"}
+        (b,) = [v for t, _, _, v in rows if t == "b"]
+        V = np.zeros((len(FM_NAMES), 4))
+        for t, f, k, v in rows:
+            if t == "v":
+                V[FM_NAMES.index(f), k] = v
+        assert sorted({k for t, _, k, _ in rows if t == "v"}) == [0, 1, 2, 3]
+        X = FM_X
+        expected = b + X @ np.array([w[n] for n in FM_NAMES]) + 0.5 * (((X @ V) ** 2) - (X ** 2) @ (V ** 2)).sum(axis=1)
+        scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.pairs_fm_scored"))
+        np.testing.assert_allclose([scored[i] for i in range(len(FM_Y))], expected, rtol=1e-9, atol=1e-12)

@@ -108,9 +108,8 @@ def test_the_same_objective_in_tensorflow_float64_with_gradients():
 
 
 @pytest.mark.parametrize("sql, weights, message", [
-    (LINEAR, {"w": ["feature"], "b": [], "unused": []}, "declared weight(s) 'unused' are never used"),
     (LINEAR.replace("(select value from b)", "(select value from bias)"), {"w": ["feature"], "b": []},
-     "declared weight(s) 'b' are never used"),
+     "reads 'bias', which is neither a CTE of the program nor a declared weight"),
     (LINEAR.replace("from features f join w", "from house_features f join w"), {"w": ["feature"], "b": []},
      "reads 'house_features', which is neither a CTE of the program nor a declared weight"),
     (LINEAR.replace("sum(f.value * w.value)", "sum(f.value * w.value) over ()"), {"w": ["feature"], "b": []},
@@ -120,6 +119,11 @@ def test_mistakes_are_clear_errors(sql, weights, message):
     with pytest.raises(ProgramError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _, t = translated(sql, weights, long_data())
         t.evaluate(NumpyBackend(), {"w": np.zeros(F), "b": np.float64(0)})
+
+
+def test_an_unused_weight_is_left_out_and_reported():
+    program = Program.parse(LINEAR, weight_specs({"w": ["feature"], "b": [], "unused": []}))
+    assert program.unused == ["unused"] and list(program.weights) == ["w", "b"]
 
 
 def test_an_index_without_a_domain_is_named():

@@ -103,6 +103,12 @@ class Sql4mlJob:
 
         started = time.perf_counter()
         program = parse(ctx.sql, ctx.options)
+        if program.unused:
+            log.warning(
+                f"{ctx.model_name}: declared weight(s) {', '.join(program.unused)} are never read by "
+                f"the prediction or the objective; they are not trained. Remove them from "
+                f"config(weights=...) or use them."
+            )
         _check_prediction(program, ctx.options)
         parsed = time.perf_counter()
         _undeclared_weights(ctx, program)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from dbt.adapters.sqlflow.sql4ml.tensors import NumpyBackend
+from dbt.adapters.sqlflow.sql4ml.tensors import TINY, NumpyBackend
 from dbt.adapters.sqlflow.sql4ml.translate import Relation, Translation
 
 
@@ -110,7 +110,7 @@ class Tracer(NumpyBackend):
 
     FUNCTIONS = {
         "exp": "tf.math.exp",
-        "ln": "tf.math.log",
+        "ln": "log",
         "sqrt": "tf.math.sqrt",
         "abs": "tf.math.abs",
         "power": "tf.math.pow",
@@ -290,6 +290,11 @@ def objective(weights, data, masks):
     return {result}
 
 
+def log(x):
+    """ln with its argument floored at the smallest normal float64, as the adapter trains."""
+    return tf.math.log(tf.math.maximum(x, {tiny!r}))
+
+
 def restrict(data, masks, positions):
     data, masks = dict(data), dict(masks)
     for name, axis in BATCH_AXIS.items():
@@ -419,6 +424,7 @@ def render(
             f"masks[{first[0]!r}].shape[{first[1]}]" if first else "0"
         ),
         index_columns=repr(index_columns),
+        tiny=TINY,
     )
 
 

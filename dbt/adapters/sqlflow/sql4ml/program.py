@@ -83,6 +83,7 @@ class Program:
     weights: Dict[str, WeightSpec]
     model: List[str]  # CTEs that depend on a weight (translated), in order
     data: List[str]  # CTEs that do not (run in PostgreSQL)
+    unused: List[str] = field(default_factory=list)  # declared weights nothing reads (left out)
 
     @classmethod
     def parse(cls, text: str, weights: Mapping[str, WeightSpec]) -> "Program":
@@ -123,12 +124,9 @@ class Program:
         used = set().union(
             *(referenced_tables(self.ctes[n]) for n in self.model), referenced_tables(self.final)
         )
-        unused = [w for w in self.weights if w not in used]
-        if unused:
-            raise ProgramError(
-                f"declared weight(s) {', '.join(repr(u) for u in unused)} are never used by the "
-                f"prediction or the objective; remove them from weights or use them."
-            )
+        self.unused = [w for w in self.weights if w not in used]
+        for name in self.unused:  # a warning, not an error: it is left out of training and the table
+            del self.weights[name]
         known = set(self.ctes) | set(self.weights)
         for scope, select in [(n, self.ctes[n]) for n in self.model] + [
             ("the objective", self.final)

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence, Tuple
 
 
+# ln's argument is floored at the smallest normal float64: where PostgreSQL computes a value the
+# result is the same, and a sigmoid that saturated to exactly 0 gives a large finite loss with a zero
+# gradient instead of -inf and a NaN objective (PostgreSQL itself refuses ln(0): guard it in SQL).
+TINY = 2.2250738585072014e-308
+
+
 class NumpyBackend:
     def __init__(self):
         import numpy
@@ -36,7 +42,7 @@ class NumpyBackend:
     def apply(self, name: str, *args):
         functions = {
             "exp": self.np.exp,
-            "ln": self.np.log,
+            "ln": lambda x: self.np.log(self.np.maximum(x, TINY)),
             "sqrt": self.np.sqrt,
             "abs": self.np.abs,
             "power": self.np.power,
@@ -72,7 +78,7 @@ class TensorflowBackend(NumpyBackend):
         math = self.tf.math
         functions = {
             "exp": math.exp,
-            "ln": math.log,
+            "ln": lambda x: math.log(math.maximum(x, TINY)),
             "sqrt": math.sqrt,
             "abs": math.abs,
             "power": math.pow,

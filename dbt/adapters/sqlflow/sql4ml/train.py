@@ -63,14 +63,14 @@ def stopped(history: List[float], patience: int) -> bool:
 def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -> Trained:
     """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
     mini-batches along the `key` axis; the data tensors are built once."""
-    import tensorflow as tf
-
     from dbt.adapters.sqlflow.ml.keras_models import _optimizer, tensorflow_session
     from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
 
     rng = np.random.default_rng(fitting.seed)
     axes, n = translation.batch_axes(key) if fitting.batch_size else ({}, 0)
     with tensorflow_session(fitting.seed) as keras:
+        import tensorflow as tf  # under the session's lock: two threads importing it deadlock
+
         backend = TensorflowBackend(tf)
         data = translation.data_relations(backend)
         specs = translation.program.weights
@@ -132,8 +132,6 @@ def _literal(value) -> str:
 def with_weights(translation: Translation, weights: Dict[str, np.ndarray]) -> str:
     """The user's own program, with every weight a VALUES relation in front: PostgreSQL evaluates the
     objective with the learned weights (the self-check)."""
-    import sqlglot
-
     program = translation.program
     ctes = []
     for name, spec in program.weights.items():
@@ -141,9 +139,5 @@ def with_weights(translation: Translation, weights: Dict[str, np.ndarray]) -> st
         values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
         columns = ", ".join(list(spec.index) + ["value"])
         ctes.append(f"{name}({columns}) as (values {values})")
-    tree = sqlglot.parse_one(program.text, read="postgres")
-    body = tree.sql(dialect="postgres")
-    head = "with " + ", ".join(ctes)
-    if body.lower().startswith("with "):
-        return head + ", " + body[len("with ") :]
-    return head + " " + body
+    ctes += [f"{name} as ({select.sql(dialect='postgres')})" for name, select in program.ctes.items()]
+    return "with " + ",\n".join(ctes) + "\n" + program.final.sql(dialect="postgres")
