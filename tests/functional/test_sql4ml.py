@@ -350,3 +350,223 @@ class TestFactorizationMachineInSql:
         expected = b + X @ np.array([w[n] for n in FM_NAMES]) + 0.5 * (((X @ V) ** 2) - (X ** 2) @ (V ** 2)).sum(axis=1)
         scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.pairs_fm_scored"))
         np.testing.assert_allclose([scored[i] for i in range(len(FM_Y))], expected, rtol=1e-9, atol=1e-12)
+
+
+def favorita(n=3000, seed=1):
+    """Observations of item sales in stores; the effects live in the item and store dimensions."""
+    rng = np.random.default_rng(seed)
+    families = [f"fam_{k}" for k in range(8)]
+    cities = [f"city_{k}" for k in range(5)]
+    items = [(i, families[i % 8], int(rng.random() < 0.3)) for i in range(60)]
+    stores = [(s, cities[s % 5]) for s in range(10)]
+    fam_effect = dict(zip(families, rng.normal(0, 2, 8)))
+    city_effect = dict(zip(cities, rng.normal(0, 1, 5)))
+    obs = []
+    for o in range(n):
+        item, store, promo = int(rng.integers(60)), int(rng.integers(10)), int(rng.random() < 0.2)
+        sales = 10 + fam_effect[items[item][1]] + city_effect[stores[store][1]] + 1.5 * promo \
+            - 0.8 * items[item][2] + rng.normal(0, 0.5)
+        obs.append((o, item, store, promo, sales))
+    return items, stores, obs
+
+
+ITEMS, STORES, OBS = favorita()
+
+FAVORITA = """{{ config(materialized='ml_train', model_type='sql', key='obs_id', weights={'w': ['feature'], 'b': []},
+          learning_rate=0.05, epochs=60, batch_size=256, seed=2) }}
+-- observations joined to the item and store dimensions; one-hot features built in SQL, as the paper's Favorita
+with features as (
+    select o.obs_id, 'family=' || i.family as feature, 1.0 as value
+    from {{ ref('fav_obs') }} o join {{ ref('fav_items') }} i on i.item_id = o.item_id
+    union all
+    select o.obs_id, 'city=' || s.city, 1.0
+    from {{ ref('fav_obs') }} o join {{ ref('fav_stores') }} s on s.store_id = o.store_id
+    union all
+    select o.obs_id, 'perishable', i.perishable::float8
+    from {{ ref('fav_obs') }} o join {{ ref('fav_items') }} i on i.item_id = o.item_id
+    union all
+    select obs_id, 'onpromotion', onpromotion::float8 from {{ ref('fav_obs') }}
+), targets as (
+    select obs_id, unit_sales as value from {{ ref('fav_obs') }}
+), predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+)
+select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.obs_id = p.obs_id
+"""
+
+FAVORITA_SCORED = """{{ config(materialized='ml_predict', model='fav_sales', replaces='features') }}
+-- depends_on: {{ ref('fav_sales') }}
+select o.obs_id, 'family=' || i.family as feature, 1.0 as value
+from {{ ref('fav_obs') }} o join {{ ref('fav_items') }} i on i.item_id = o.item_id
+union all
+select o.obs_id, 'city=' || s.city, 1.0
+from {{ ref('fav_obs') }} o join {{ ref('fav_stores') }} s on s.store_id = o.store_id
+union all
+select o.obs_id, 'perishable', i.perishable::float8
+from {{ ref('fav_obs') }} o join {{ ref('fav_items') }} i on i.item_id = o.item_id
+union all
+select obs_id, 'onpromotion', onpromotion::float8 from {{ ref('fav_obs') }}
+"""
+
+
+def favorita_design():
+    families = sorted({f for _, f, _ in ITEMS})
+    cities = sorted({c for _, c in STORES})
+    X = np.zeros((len(OBS), len(families) + len(cities) + 3))
+    for r, (_, item, store, promo, _) in enumerate(OBS):
+        X[r, families.index(ITEMS[item][1])] = 1
+        X[r, len(families) + cities.index(STORES[store][1])] = 1
+        X[r, -3], X[r, -2], X[r, -1] = ITEMS[item][2], promo, 1.0
+    return X, np.array([o[-1] for o in OBS])
+
+
+class TestNormalizedSchemaInSql:
+    """The paper's Favorita setting, with mini-batches along obs_id."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {
+            "fav_items.csv": "item_id,family,perishable\n" + "".join(f"{i},{f},{p}\n" for i, f, p in ITEMS),
+            "fav_stores.csv": "store_id,city\n" + "".join(f"{s},{c}\n" for s, c in STORES),
+            "fav_obs.csv": "obs_id,item_id,store_id,onpromotion,unit_sales\n"
+                           + "".join(f"{o},{i},{s},{p},{y:.10f}\n" for o, i, s, p, y in OBS),
+        }
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"fav_sales.sql": FAVORITA, "fav_scored.sql": FAVORITA_SCORED}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_predictions_match_least_squares(self, project):
+        X, y = favorita_design()
+        solution, *_ = np.linalg.lstsq(X, y, rcond=None)
+        best = 1 - ((X @ solution - y) ** 2).mean() / y.var()
+        scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.fav_scored"))
+        assert len(scored) == len(OBS)
+        ours = np.array([scored[o[0]] for o in OBS])
+        assert 1 - ((ours - y) ** 2).mean() / y.var() == pytest.approx(best, abs=0.01)
+
+    def test_one_hot_weights_are_named_by_their_sql_features(self, project):
+        names = {r[0] for r in self.rows(project, "select feature from {s}.fav_sales where tensor = 'w'")}
+        assert names == {f"family=fam_{k}" for k in range(8)} | {f"city=city_{k}" for k in range(5)} | \
+            {"perishable", "onpromotion"}
+
+    def test_generated_program_reproduces_mini_batch_training(self, project, postgres_server):
+        path = os.path.join(project.project_root, "target", "sqlflow", "fav_sales.py")
+        dsn = " ".join(f"{k}={v}" for k, v in postgres_server["dsn"].items() if v not in (None, ""))
+        done = subprocess.run([sys.executable, path], env={**os.environ, "SQLFLOW_DSN": dsn},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        produced = {(r["tensor"], r["feature"]): float(r["value"]) for r in csv.DictReader(io.StringIO(done.stdout))}
+        stored = {(t, f or ""): v for t, f, v in self.rows(project, "select tensor, feature, value from {s}.fav_sales")}
+        assert produced.keys() == stored.keys()
+        for k, v in stored.items():
+            assert produced[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+
+
+SMALL = """{{ config(materialized='ml_train', model_type='sql', weights=WEIGHTS, key='obs_id', epochs=20) }}
+with features as (
+    select obs_id, feature, value from {{ ref('diabetes_features') }} where obs_id < 50
+), targets as (
+    select obs_id, target as value from {{ ref('diabetes_targets') }} where obs_id < 50
+), predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature
+    group by f.obs_id
+)
+select avg(power(p.value - t.value, 2))
+from predictions p join targets t on t.obs_id = p.obs_id
+"""
+GOOD_WEIGHTS = "{'w': ['feature'], 'b': []}"
+
+
+def small(weights=GOOD_WEIGHTS, **replace):
+    sql = SMALL.replace("WEIGHTS", weights)
+    for old, new in replace.items():
+        old, new = old.replace("_", " ") if " " not in old and old.startswith("~") else old, new
+        sql = sql.replace(old, new)
+    return sql
+
+
+MISTAKES = {
+    "window": (small(**{"sum(f.value * w.value) + (select": "sum(f.value * w.value) over () + (select"}),
+               ["a window function", "in predictions, line 7, column 22", "Compute it in a data CTE"]),
+    "percentile": (small(**{"select avg(power(p.value - t.value, 2))":
+                            "select percentile_cont(0.5) within group (order by power(p.value - t.value, 2))"}),
+                   ["the ordered-set aggregate percentile_cont()", "in the objective, line 11", "what is supported: + - * /"]),
+    "udf": (small(**{"avg(power(p.value - t.value, 2))": "avg(my_loss(p.value - t.value))"}),
+            ["the function my_loss()", "in the objective, line 11, column 12"]),
+    "undeclared": (small(**{"(select value from b)": "(select value from bias)"}),
+                   ["reads 'bias', which is neither a CTE of the program nor a declared weight", "config(weights="]),
+    "not_scalar": (small(**{"select avg(power(p.value - t.value, 2))\nfrom predictions p join targets t on t.obs_id = p.obs_id":
+                            "select p.obs_id, avg(power(p.value - t.value, 2))\nfrom predictions p join targets t "
+                            "on t.obs_id = p.obs_id group by p.obs_id"}),
+                   ["must be one scalar", "line 11"]),
+    "text_value": (small(**{"select obs_id, feature, value from": "select obs_id, feature, feature as value from"}),
+                   ["f.value in predictions (line 7, column 26) is text", "cast it in the data CTE (features)"]),
+    "no_domain": (small("{'w': ['feature'], 'b': ['k']}", **{"(select value from b)": "(select sum(value) from b)"}),
+                  ["index b.k has no domain", "'size': {'k': 8}"]),
+    "two_domains": (small(**{"), predictions as (": "), stores as (select 'store_' || obs_id::text as city, 1.0 as "
+                                                     "value from targets), predictions as (",
+                             "join w on w.feature = f.feature\n": "join w on w.feature = f.feature "
+                                                                  "join stores s on s.city = w.feature\n"}),
+                    ["weight index w.feature is joined to", "share no value", "two different domains"]),
+    "nulls": (small(**{"select obs_id, feature, value from": "select obs_id, feature, nullif(value, value) as value from"}),
+              ["data relation features has 500 NULL(s) in column value", "is not null"]),
+    "prediction": (small().replace("key='obs_id'", "key='obs_id', prediction='scores'"),
+                   ["prediction='scores' is not a CTE", "weight-dependent CTEs: predictions"]),
+}
+
+
+class TestMistakesInSqlModels:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"diabetes_features.csv": long_csv(DIABETES_X[:50], DIABETES.feature_names),
+                "diabetes_targets.csv": target_csv(DIABETES.target[:50])}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"small_sql.sql": small()}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    @pytest.mark.parametrize("case", sorted(MISTAKES))
+    def test_mistake_fails_the_node_naming_it_and_keeps_the_model(self, project, case):
+        from dbt.tests.util import write_file
+
+        sql, fragments = MISTAKES[case]
+        write_file(sql, project.project_root, "models", "small_sql.sql")
+        try:
+            _, output = run_dbt_and_capture(["run"], expect_pass=False)
+        finally:
+            write_file(small(), project.project_root, "models", "small_sql.sql")
+        flat = " ".join(output.split())
+        assert "small_sql:" in flat
+        for fragment in fragments:
+            assert " ".join(fragment.split()) in flat, (fragment, flat[-3000:])
+        assert "Traceback" not in output
+        versions = project.run_sql(f"select distinct model_version from {project.test_schema}.small_sql", fetch="all")
+        assert versions == [(1,)]
+
+    def test_an_unused_weight_is_a_warning_and_left_out(self, project):
+        from dbt.tests.util import write_file
+
+        write_file(small("{'w': ['feature'], 'b': [], 'spare': []}"), project.project_root, "models", "small_sql.sql")
+        try:
+            _, output = run_dbt_and_capture(["run"])
+        finally:
+            write_file(small(), project.project_root, "models", "small_sql.sql")
+        assert "declared weight(s) spare are never read" in " ".join(output.split())
+        tensors = project.run_sql(f"select distinct tensor from {project.test_schema}.small_sql", fetch="all")
+        assert sorted(t for (t,) in tensors) == ["b", "w"]

@@ -89,16 +89,29 @@ def _check_prediction(program: Program, options: Dict) -> None:
         )
 
 
-def parse(sql: str, options: Dict):
-    from dbt.adapters.sqlflow.sql4ml.program import Program
+def parse(sql: str, options: Dict) -> Program:
+    """The program, with positions in messages counted in the compiled SQL, as the user can open it."""
+    return Program.parse(sql.rstrip().rstrip(";"), weight_specs(options["weights"]))
 
-    return Program.parse(sql.strip().rstrip(";"), weight_specs(options["weights"]))
+
+def _located(error: ProgramError) -> ProgramError:
+    text = str(error)
+    if "line " not in text:
+        return error
+    return ProgramError(f"{text} (Lines count in the compiled SQL, target/compiled/.../<model>.sql.)")
 
 
 class Sql4mlJob:
     """ml_train of a model written in SQL."""
 
     def read(self, ctx: JobContext) -> Read:
+        try:
+            return self._read(ctx)
+        except ProgramError as error:
+            raise _located(error) from None
+
+    def _read(self, ctx: JobContext) -> Read:
+        from dbt.adapters.sqlflow.sql4ml.tensors import NumpyBackend
         from dbt.adapters.sqlflow.sql4ml.translate import Translation
 
         started = time.perf_counter()
@@ -118,6 +131,7 @@ class Sql4mlJob:
             return Read(program, None, frames)
         data = {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}
         translation = Translation(program, data)
+        translation.evaluate(NumpyBackend(), translation.zero_weights())  # every error, before TF
         analysed = time.perf_counter()
         timings = {
             "parse_ms": 1000 * (parsed - started),

@@ -127,14 +127,26 @@ class Program:
         self.unused = [w for w in self.weights if w not in used]
         for name in self.unused:  # a warning, not an error: it is left out of training and the table
             del self.weights[name]
+        if len(self.final.expressions) != 1 or _arg(self.final, "group") is not None:
+            raise ProgramError(
+                f"the objective ({position(self.text, self.final.expressions[0])}) must be one "
+                f"scalar: the final SELECT returns one aggregate (e.g. avg(...)) with no GROUP BY; "
+                f"it returns {len(self.final.expressions)} column(s)"
+                + (" per group" if _arg(self.final, "group") is not None else "")
+                + "."
+            )
         known = set(self.ctes) | set(self.weights)
         for scope, select in [(n, self.ctes[n]) for n in self.model] + [
             ("the objective", self.final)
         ]:
             strangers = sorted(referenced_tables(select) - known)
             if strangers:
+                from sqlglot import exp
+
+                first = next(t for t in select.find_all(exp.Table) if t.name.lower() == strangers[0])
                 raise ProgramError(
-                    f"{scope} reads {', '.join(repr(s) for s in strangers)}, which is neither a CTE of the program nor "
+                    f"{scope} ({position(self.text, first)}) reads "
+                    f"{', '.join(repr(s) for s in strangers)}, which is neither a CTE of the program nor "
                     f"a declared weight: read tables in a data CTE (one that uses no weight), or declare the "
                     f"weight in config(weights={{...}})."
                 )

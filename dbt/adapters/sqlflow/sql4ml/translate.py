@@ -123,9 +123,9 @@ def _construct(node) -> str:
     if isinstance(node, exp.Anonymous):
         return f"the function {node.name}()"
     if isinstance(node, exp.WithinGroup):
-        return f"the ordered-set aggregate {node.this.key}()"
+        return f"the ordered-set aggregate {node.this.sql_name().lower()}()"
     if isinstance(node, exp.Func):
-        return f"the function {node.key}()"
+        return f"the function {node.sql_name().lower()}()"
     return type(node).__name__.upper()
 
 
@@ -279,6 +279,9 @@ class Translation:
             if found and r in self.data:
                 axes[r] = found[0]
         return axes, len(self.domains[root])
+
+    def zero_weights(self) -> Dict[str, np.ndarray]:
+        return {n: np.zeros(self.weight_shape(n)) for n in self.program.weights}
 
     def weight_shape(self, name: str) -> Tuple[int, ...]:
         return tuple(len(self.domain(name, c)) for c in self.program.weights[name].index)
