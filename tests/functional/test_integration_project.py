@@ -44,6 +44,11 @@ def test_dbt_build_of_the_integration_project(tmp_path):
             groups = cur.fetchall()
             cur.execute("select count(*), sum(users) from analytics.user_group_means")
             group_means = cur.fetchone()
+            cur.execute("select count(*), regr_r2(p.predicted_value, o.unit_sales) from analytics.sales_predictions p "
+                        "join analytics.sales_observations o on o.obs_id = p.obs_id")
+            sales_scored, sales_r2 = cur.fetchone()
+            cur.execute("select tensor, weights from analytics.sales_weight_ranges order by tensor")
+            sales_ranges = cur.fetchall()
         conn.close()
         assert customers == 12 and orders == 60
         assert segmented == (20000, 4)
@@ -55,5 +60,8 @@ def test_dbt_build_of_the_integration_project(tmp_path):
 
         assert adjusted_rand_score([g[0] for g in groups], [g[1] for g in groups]) > 0.9
         assert group_means == (5, 5000)
+        assert sales_scored > 500 and sales_r2 > 0.8
+        assert sales_ranges == [("b", 1), ("w", 15)]  # 8 families, 5 cities, perishable, onpromotion
+        assert (project / "target" / "sqlflow" / "sales_model.py").exists()
     finally:
         embedded.stop(data)
