@@ -285,8 +285,7 @@ def scatter(columns, domain_of):
 
 
 def objective(weights, data, masks):
-    batch = {batch_length}
-{body}
+{batch_line}{body}
     return {result}
 
 
@@ -415,7 +414,9 @@ def render(
                 for n, s in program.weights.items()
             }
         ),
-        batch_length=f"masks[{first[0]!r}].shape[{first[1]}]" if first else "None",
+        batch_line=f"    batch = masks[{first[0]!r}].shape[{first[1]}]  # rows of this mini-batch\n"
+        if first
+        else "",
         body=textwrap.indent("\n".join(lines), "    "),
         result=result,
         optimizer=f"tf.keras.optimizers.{OPTIMIZERS[fitting.optimizer]}"

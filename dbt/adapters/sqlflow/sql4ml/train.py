@@ -22,7 +22,7 @@ class Trained:
     objective: List[float] = field(default_factory=list)  # per epoch: full batch, or batches' mean
     final: float = float("nan")  # on all the data, after the last step
     epochs_run: int = 0
-    epoch_seconds: float = 0.0
+    epoch_seconds: List[float] = field(default_factory=list)  # the first includes tracing
 
 
 MIN_DELTA = 1e-4  # early stopping: an epoch improves when the objective falls by this share of it
@@ -91,10 +91,11 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -
             optimizer.apply_gradients(zip(grads, list(variables.values())))
             return loss
 
-        started = time.perf_counter()
         for epoch in range(fitting.epochs):
             interrupt.check()
+            t_epoch = time.perf_counter()
             losses = [float(step(tf.constant(p))) for p in batches(rng, n, fitting.batch_size)]
+            trained.epoch_seconds.append(time.perf_counter() - t_epoch)
             trained.objective.append(float(np.mean(losses)))
             trained.epochs_run = epoch + 1
             if epoch == 0 or (epoch + 1) % max(1, fitting.epochs // 5) == 0:
@@ -102,7 +103,6 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -
             if stopped(trained.objective, fitting.early_stopping or 0):
                 log.debug(f"early stopping after epoch {epoch + 1}")
                 break
-        trained.epoch_seconds = (time.perf_counter() - started) / max(1, trained.epochs_run)
         trained.weights = {n: v.numpy().astype(np.float64) for n, v in variables.items()}
         trained.final = float(translation.evaluate(backend, variables, data))
     return trained

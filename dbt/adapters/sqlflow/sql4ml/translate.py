@@ -343,15 +343,14 @@ class Translation:
             out[name] = Relation(keys, values, backend.constant(mask))
         return out
 
-    def evaluate(
+    def relations(
         self, backend, weights: Mapping[str, Any], data: Optional[Dict[str, Relation]] = None
-    ):
-        """The objective (a 0-d tensor) for these weight arrays (shaped as `weight_shape`)."""
+    ) -> Dict[str, Relation]:
+        """Every relation of the program for these weights: data, weights and translated CTEs."""
         relations = dict(data if data is not None else self.data_relations(backend))
         for name, spec in self.program.weights.items():
-            array = weights[name]
             relations[name] = Relation(
-                list(spec.index), {"value": array}, backend.ones(self.weight_shape(name))
+                list(spec.index), {"value": weights[name]}, backend.ones(self.weight_shape(name))
             )
         section = getattr(backend, "section", lambda title: None)  # the code generator's comments
         for name in self.program.model:
@@ -360,6 +359,13 @@ class Translation:
                 self.program.ctes[name]
             )
         section(f"the objective: {_clip(self.program.final)}")
+        return relations
+
+    def evaluate(
+        self, backend, weights: Mapping[str, Any], data: Optional[Dict[str, Relation]] = None
+    ):
+        """The objective (a 0-d tensor) for these weight arrays (shaped as `weight_shape`)."""
+        relations = self.relations(backend, weights, data)
         result = _Scope(self, backend, relations, "the objective").relation(self.program.final)
         if result.keys or len(result.values) != 1:
             raise ProgramError(
@@ -368,6 +374,17 @@ class Translation:
                 f"it returns {len(result.values)} value(s) over {len(result.keys)} key(s)."
             )
         return next(iter(result.values.values()))
+
+    def predictions(self, backend, weights, name: str) -> Dict[tuple, float]:
+        """A translated CTE's value per existing key tuple (its rows), e.g. the prediction's."""
+        relation = self.relations(backend, weights)[name]
+        mask = np.asarray(relation.mask)
+        (value,) = [np.asarray(v) for v in relation.values.values()]
+        domains = [self.domain(name, k) for k in relation.keys]
+        return {
+            tuple(d[i].item() if hasattr(d[i], "item") else d[i] for d, i in zip(domains, at)): float(value[at])
+            for at in zip(*np.nonzero(mask))
+        }
 
 
 class _Scope:
