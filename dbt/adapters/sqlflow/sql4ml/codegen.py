@@ -185,7 +185,7 @@ def trace(translation: Translation, key_axes: Dict[str, int]) -> Tuple[List[str]
             c: Sym(tracer, f"data[{name!r}][{c!r}]", shape)
             for c in translation.value_columns(name)
         }
-        relations[name] = Relation(keys, values, Sym(tracer, f"masks[{name!r}]", shape))
+        relations[name] = Relation(keys, values, Sym(tracer, f"masks[{name!r}]", shape), "data")
     weights = {
         n: Sym(tracer, f"weights[{n!r}]", translation.weight_shape(n))
         for n in translation.program.weights

@@ -3,7 +3,7 @@ align axes by name and broadcast; reductions are einsum over the axes that are s
 
 import string
 from dataclasses import dataclass
-from typing import Any, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 
 # ln's argument is floored at the smallest normal float64: where PostgreSQL computes a value the
@@ -90,19 +90,82 @@ class TensorflowBackend(NumpyBackend):
 
 @dataclass(frozen=True)
 class Named:
-    """An array whose axes carry names (axis variables of a scope); `()` is a scalar."""
+    """An array whose axes carry names (axis variables of a scope); `()` is a scalar. The tag says
+    what it is when that allows a shortcut: ('value', alias) a data column (zero where its relation
+    has no row), ('mask', alias, relation) that relation's rows, ('ones', weight) a weight's rows
+    (all exist)."""
 
     array: Any
     axes: Tuple[int, ...]
+    tag: Optional[Tuple[str, ...]] = None
 
 
-def align(backend, *tensors: Named):
+@dataclass(frozen=True)
+class Product:
+    """Factors not multiplied yet: a sum over them is one einsum, no intermediate is materialized."""
+
+    factors: Tuple[Named, ...]
+
+    @property
+    def axes(self) -> Tuple[int, ...]:
+        union: Tuple[int, ...] = ()
+        for f in self.factors:
+            union += tuple(a for a in f.axes if a not in union)
+        return union
+
+
+Tensor = Union[Named, Product]
+
+
+def multiply(a: Tensor, b: Tensor) -> Product:
+    return Product(_factors(a) + _factors(b))
+
+
+def _factors(x: Tensor) -> Tuple[Named, ...]:
+    return x.factors if isinstance(x, Product) else (x,)
+
+
+def _simplify(factors: Tuple[Named, ...]) -> List[Named]:
+    """Drop factors that cannot change the product: a relation's mask beside one of its own data
+    columns (already zero where it has no row), and a weight's ones where other factors span its axes."""
+    valued = {f.tag[1] for f in factors if f.tag and f.tag[0] == "value"}
+    kept = [f for f in factors if not (f.tag and f.tag[0] == "mask" and f.tag[1] in valued)]
+    i = 0
+    while i < len(kept):
+        others = {a for j, g in enumerate(kept) if j != i for a in g.axes}
+        tag = kept[i].tag
+        if tag and tag[0] == "ones" and set(kept[i].axes) <= others:
+            del kept[i]
+        else:
+            i += 1
+    return kept
+
+
+def _grouped(factors: List[Named]) -> List[Named]:
+    """Factors over the same axes multiplied elementwise first: einsum then sees few operands
+    (TensorFlow runs two-operand contractions as matrix products; more operands it does not fuse)."""
+    groups: dict = {}
+    for f in factors:
+        if f.axes in groups:
+            groups[f.axes] = Named(groups[f.axes].array * f.array, f.axes)
+        else:
+            groups[f.axes] = f
+    return list(groups.values())
+
+
+def dense(backend, x: Tensor) -> Named:
+    """The tensor itself: a Product multiplied out (over the union of its factors' axes)."""
+    return x if isinstance(x, Named) else reduce_to(backend, x, x.axes)
+
+
+def align(backend, *tensors: Tensor):
     """The arrays laid out over the union of their axes (missing ones of size 1), and that union."""
+    named = [dense(backend, t) for t in tensors]
     union: Tuple[int, ...] = ()
-    for t in tensors:
+    for t in named:
         union += tuple(a for a in t.axes if a not in union)
     laid = []
-    for t in tensors:
+    for t in named:
         present = [a for a in union if a in t.axes]
         array = t.array
         if tuple(present) != t.axes:
@@ -117,14 +180,24 @@ def size(array, axis: int):
     return n if hasattr(n, "symbol") else int(n)
 
 
-def reduce_to(backend, tensor: Named, keep: Sequence[int]) -> Named:
-    """Sum over every axis not in `keep` (einsum); the result's axes are `keep`, in that order."""
-    letters = {
-        a: string.ascii_letters[i]
-        for i, a in enumerate(dict.fromkeys(tuple(tensor.axes) + tuple(keep)))
-    }
-    missing = [a for a in keep if a not in tensor.axes]
+def reduce_to(backend, tensor: Tensor, keep: Sequence[int]) -> Named:
+    """Sum over every axis not in `keep`: one einsum over all the factors; the result's axes are
+    `keep`, in that order."""
+    factors = _simplify(_factors(tensor))
+    missing = [a for a in keep if not any(a in f.axes for f in factors)]
     if missing:
         raise ValueError(f"cannot keep axes {missing} that the tensor does not have")
-    spec = "".join(letters[a] for a in tensor.axes) + "->" + "".join(letters[a] for a in keep)
-    return Named(backend.einsum(spec, tensor.array), tuple(keep))
+    scalars = [f.array for f in factors if not f.axes]
+    arrays = _grouped([f for f in factors if f.axes])
+    if len(arrays) == 1 and arrays[0].axes == tuple(keep):
+        out = arrays[0].array
+    elif arrays:
+        axes = dict.fromkeys(a for f in arrays for a in f.axes)
+        letters = {a: string.ascii_letters[i] for i, a in enumerate(axes)}
+        spec = ",".join("".join(letters[a] for a in f.axes) for f in arrays)
+        out = backend.einsum(spec + "->" + "".join(letters[a] for a in keep), *[f.array for f in arrays])
+    else:
+        out = scalars.pop(0) if scalars else backend.constant(1.0)
+    for scalar in scalars:
+        out = out * scalar
+    return Named(out, tuple(keep))

@@ -63,7 +63,7 @@ def stopped(history: List[float], patience: int) -> bool:
 def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -> Trained:
     """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
     mini-batches along the `key` axis; the data tensors are built once."""
-    from dbt.adapters.sqlflow.ml.keras_models import _optimizer, tensorflow_session
+    from dbt.adapters.sqlflow.ml.keras_models import tensorflow_session
     from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
 
     rng = np.random.default_rng(fitting.seed)
@@ -78,33 +78,47 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -
             n: tf.Variable(initial(s, translation.weight_shape(n), rng), dtype=tf.float64, name=n)
             for n, s in specs.items()
         }
-        optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
-        trained = Trained({})
-        translation.evaluate(backend, variables, data)  # eagerly once: errors surface as they are
+        translation.frozen = None if axes else {}  # a full batch: row counts once, then constants
+        try:
+            translation.evaluate(backend, variables, data)  # eagerly: errors surface as they are
+            trained = _descend(translation, fitting, backend, variables, data, axes, n, rng, keras)
+        finally:
+            translation.frozen = None
+    return trained
 
-        @tf.function
-        def step(positions):
-            batch = restrict(tf, data, axes, positions) if axes else data
-            with tf.GradientTape() as tape:
-                loss = translation.evaluate(backend, variables, batch)
-            grads = tape.gradient(loss, list(variables.values()))
-            optimizer.apply_gradients(zip(grads, list(variables.values())))
-            return loss
 
-        for epoch in range(fitting.epochs):
-            interrupt.check()
-            t_epoch = time.perf_counter()
-            losses = [float(step(tf.constant(p))) for p in batches(rng, n, fitting.batch_size)]
-            trained.epoch_seconds.append(time.perf_counter() - t_epoch)
-            trained.objective.append(float(np.mean(losses)))
-            trained.epochs_run = epoch + 1
-            if epoch == 0 or (epoch + 1) % max(1, fitting.epochs // 5) == 0:
-                log.debug(f"epoch {epoch + 1}/{fitting.epochs}: objective {losses[-1]:.6g}")
-            if stopped(trained.objective, fitting.early_stopping or 0):
-                log.debug(f"early stopping after epoch {epoch + 1}")
-                break
-        trained.weights = {n: v.numpy().astype(np.float64) for n, v in variables.items()}
-        trained.final = float(translation.evaluate(backend, variables, data))
+def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras) -> Trained:
+    """The epochs: one tf.function step per batch, the objective per epoch, early stopping."""
+    import tensorflow as tf
+
+    from dbt.adapters.sqlflow.ml.keras_models import _optimizer
+
+    optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
+    trained = Trained({})
+
+    @tf.function
+    def step(positions):
+        batch = restrict(tf, data, axes, positions) if axes else data
+        with tf.GradientTape() as tape:
+            loss = translation.evaluate(backend, variables, batch)
+        grads = tape.gradient(loss, list(variables.values()))
+        optimizer.apply_gradients(zip(grads, list(variables.values())))
+        return loss
+
+    for epoch in range(fitting.epochs):
+        interrupt.check()
+        started = time.perf_counter()
+        losses = [float(step(tf.constant(p))) for p in batches(rng, n, fitting.batch_size)]
+        trained.epoch_seconds.append(time.perf_counter() - started)
+        trained.objective.append(float(np.mean(losses)))
+        trained.epochs_run = epoch + 1
+        if epoch == 0 or (epoch + 1) % max(1, fitting.epochs // 5) == 0:
+            log.debug(f"epoch {epoch + 1}/{fitting.epochs}: objective {losses[-1]:.6g}")
+        if stopped(trained.objective, fitting.early_stopping or 0):
+            log.debug(f"early stopping after epoch {epoch + 1}")
+            break
+    trained.weights = {n: v.numpy().astype(np.float64) for n, v in variables.items()}
+    trained.final = float(translation.evaluate(backend, variables, data))
     return trained
 
 

@@ -19,7 +19,16 @@ from dbt.adapters.sqlflow.sql4ml.program import (
     position,
     referenced_tables,
 )
-from dbt.adapters.sqlflow.sql4ml.tensors import Named, align, reduce_to, size
+from dbt.adapters.sqlflow.sql4ml.tensors import (
+    Named,
+    NumpyBackend,
+    Tensor,
+    align,
+    dense,
+    multiply,
+    reduce_to,
+    size,
+)
 
 SUPPORTED = (
     "+ - * /, unary minus, numeric constants, exp, ln/log, power/pow, sqrt, abs, greatest, least, "
@@ -58,6 +67,7 @@ class Relation:
     keys: List[str]  # key column names, the order of the tensors' axes
     values: Dict[str, Any]  # value column -> array over keys
     mask: Any  # 1.0 where a row exists, over keys
+    kind: str = "derived"  # 'data' (values are 0 where no row), 'weight' (every row exists), 'derived'
 
 
 def _equalities(on, scope: str = "", text: str = "") -> List[Tuple[Any, Any]]:
@@ -145,6 +155,9 @@ class Translation:
                 if table in program.data:
                     self.keys.setdefault(table, [])
         self.domains = self._domains()
+        # data-only row counts, computed once while training on a full batch (see _Scope._rows)
+        self.frozen: Optional[Dict[Any, np.ndarray]] = None
+        self.numpy = NumpyBackend()
 
     # ---- the first pass: which columns are keys, which columns share a domain
 
@@ -153,16 +166,18 @@ class Translation:
 
         text = self.program.text
         aliases = dict(_sources(select, scope, text))
+        # grouped keys first: they become the leading axes (the observations, typically), so a
+        # product summed over the features is a plain matrix-vector product in memory order
+        group = _arg(select, "group")
+        grouped = [self._column(scope, aliases, c) for c in (group.expressions if group else [])]
+        for relation, column in grouped:
+            self._key(relation, column)
         for join in select.args.get("joins") or []:
             for left, right in _equalities(join.args.get("on"), scope, text):
                 a, b = self._column(scope, aliases, left), self._column(scope, aliases, right)
                 self._key(*a)
                 self._key(*b)
                 self.classes.union(a, b)
-        group = _arg(select, "group")
-        grouped = [self._column(scope, aliases, c) for c in (group.expressions if group else [])]
-        for relation, column in grouped:
-            self._key(relation, column)
         out_keys = []
         for e in select.expressions:
             inner = e.this if isinstance(e, exp.Alias) else e
@@ -340,7 +355,7 @@ class Translation:
                 if keys:
                     dense[index] = numbers
                 values[column] = backend.constant(dense)
-            out[name] = Relation(keys, values, backend.constant(mask))
+            out[name] = Relation(keys, values, backend.constant(mask), "data")
         return out
 
     def relations(
@@ -350,7 +365,10 @@ class Translation:
         relations = dict(data if data is not None else self.data_relations(backend))
         for name, spec in self.program.weights.items():
             relations[name] = Relation(
-                list(spec.index), {"value": weights[name]}, backend.ones(self.weight_shape(name))
+                list(spec.index),
+                {"value": weights[name]},
+                backend.ones(self.weight_shape(name)),
+                "weight",
             )
         section = getattr(backend, "section", lambda title: None)  # the code generator's comments
         for name in self.program.model:
@@ -405,13 +423,17 @@ class _Scope:
             for left, right in _equalities(join.args.get("on"), self.name, text):
                 variables.union(self._var(sources, left), self._var(sources, right))
         self.var = lambda column: variables.find(self._var(sources, column))  # noqa: E731
-        self.aliases = {}
-        mask = Named(self.backend.constant(1.0), ())
+        self.aliases, self.sizes = {}, {}
+        mask = None
         for alias, name in sources:
             rel = self.relations[name]
             axes = tuple(variables.find((alias, k)) for k in rel.keys)
             self.aliases[alias] = (rel, axes)
-            mask = self._mul(mask, Named(rel.mask, axes))
+            self.sizes.update({a: size(rel.mask, i) for i, a in enumerate(axes)})
+            tag = {"data": ("mask", alias, name), "weight": ("ones", name)}.get(rel.kind)
+            rows = Named(rel.mask, axes, tag)
+            mask = rows if mask is None else multiply(mask, rows)
+        mask = mask if mask is not None else Named(self.backend.constant(1.0), ())
         self.mask = mask
         group = _arg(select, "group")
         self.grouped = [self.var(c) for c in group.expressions] if group else None
@@ -429,7 +451,7 @@ class _Scope:
         arrays = {n: self._lay(v, out_axes) for n, v in values.items()}
         if self.grouped is not None:  # a group exists where it has at least one row
             row_mask = self.backend.apply(
-                "least", reduce_to(self.backend, mask, out_axes).array, 1.0
+                "least", self._rows(mask, out_axes).array, 1.0
             )
         else:
             row_mask = self._lay(mask, out_axes)
@@ -439,12 +461,20 @@ class _Scope:
         table = column.table.lower() if column.table else sources[0][0]
         return (table, column.name.lower())
 
-    def _mul(self, a: Named, b: Named) -> Named:
-        (x, y), axes = align(self.backend, a, b)
-        return Named(x * y, axes)
+    def _rows(self, mask, keep) -> Named:
+        """How many rows each group of `keep` has: data only, so with frozen data (full batch) it is
+        computed once and then a constant, not an einsum over the data at every step."""
+        frozen = self.t.frozen
+        if frozen is None:
+            return reduce_to(self.backend, mask, keep)
+        key = (self.name, tuple((f.tag, f.axes) for f in getattr(mask, "factors", (mask,))), tuple(keep))
+        if key not in frozen:
+            frozen[key] = np.asarray(reduce_to(self.t.numpy, mask, keep).array)  # type: ignore[arg-type]
+        return Named(self.backend.constant(frozen[key]), tuple(keep))
 
-    def _lay(self, tensor: Named, axes: Tuple) -> Any:
+    def _lay(self, tensor, axes: Tuple) -> Any:
         """The tensor over exactly `axes`, in that order, broadcast where it lacks one of them."""
+        tensor = dense(self.backend, tensor)
         if any(a not in axes for a in tensor.axes):
             raise ProgramError(
                 f"in {self.name}, a selected value varies over a column that is neither "
@@ -452,20 +482,23 @@ class _Scope:
             )
         if not axes:
             return tensor.array
-        shape = [size(self.mask.array, self.mask.axes.index(a)) for a in axes]
+        if tuple(tensor.axes) == tuple(axes):
+            return tensor.array
+        shape = [self.sizes[a] for a in axes]
         (x, ones), union = align(self.backend, tensor, Named(self.backend.ones(shape), tuple(axes)))
         return self.backend.transpose(x * ones, [union.index(a) for a in axes])
 
     # ---- expressions
 
-    def expr(self, node) -> Named:
+    def expr(self, node) -> Tensor:
         from sqlglot import exp
 
         b = self.backend
+        if isinstance(node, exp.Mul):  # kept as factors: a sum over them is one einsum
+            return multiply(self.expr(node.left), self.expr(node.right))
         binary = {
             exp.Add: lambda x, y: x + y,
             exp.Sub: lambda x, y: x - y,
-            exp.Mul: lambda x, y: x * y,
             exp.Div: lambda x, y: x / y,
         }
         for kind, op in binary.items():
@@ -475,7 +508,7 @@ class _Scope:
         if isinstance(node, (exp.Paren, exp.Cast)):
             return self.expr(node.this)
         if isinstance(node, exp.Neg):
-            inner = self.expr(node.this)
+            inner = dense(b, self.expr(node.this))
             return Named(-inner.array, inner.axes)
         if isinstance(node, exp.Literal) and not node.is_string:
             return Named(b.constant(float(node.this)), ())
@@ -488,11 +521,11 @@ class _Scope:
         functions = {exp.Exp: "exp", exp.Ln: "ln", exp.Sqrt: "sqrt", exp.Abs: "abs"}
         for function, name in functions.items():
             if isinstance(node, function):
-                inner = self.expr(node.this)
+                inner = dense(b, self.expr(node.this))
                 return Named(b.apply(name, inner.array), inner.axes)
         if isinstance(node, exp.Log):  # PostgreSQL: log(x) is base 10, log(b, x) base b
             base, value = (node.this, node.expression) if node.expression else (None, node.this)
-            inner = self.expr(value)
+            inner = dense(b, self.expr(value))
             ln_base = self.expr(base).array if base is not None else b.constant(np.log(10.0))
             if base is not None:
                 (x, y), axes = align(b, inner, self.expr(base))
@@ -501,7 +534,11 @@ class _Scope:
         if isinstance(node, exp.Case):
             return self._case(node)
         if isinstance(node, exp.Pow):
-            (x, y), axes = align(b, self.expr(node.this), self.expr(node.expression))
+            exponent = node.expression
+            if isinstance(exponent, exp.Literal) and not exponent.is_string and float(exponent.this) == 2:
+                base = dense(b, self.expr(node.this))  # squares: a product (a cheaper gradient)
+                return multiply(base, base)
+            (x, y), axes = align(b, self.expr(node.this), self.expr(exponent))
             return Named(b.apply("power", x, y), axes)
         if isinstance(node, (exp.Greatest, exp.Least)):
             name = "greatest" if isinstance(node, exp.Greatest) else "least"
@@ -552,7 +589,7 @@ class _Scope:
             both = (x & y) if isinstance(node, exp.And) else (x | y)
             return Named(both, axes)
         if isinstance(node, exp.Not):
-            inner = self._condition(node.this)
+            inner = dense(b, self._condition(node.this))
             return Named(~inner.array, inner.axes)
         if isinstance(node, exp.Paren):
             return self._condition(node.this)
@@ -566,6 +603,7 @@ class _Scope:
         if table not in self.aliases:
             raise ProgramError(f"{node.sql()} in {self.name} names no relation of its FROM.")
         relation, axes = self.aliases[table]
+        tag = ("value", table) if relation.kind == "data" else None
         name = node.name.lower()
         if name in relation.keys:
             raise ProgramError(
@@ -583,7 +621,7 @@ class _Scope:
                 f"another non-number) where a number is needed: cast it in the data CTE "
                 f"({relation.values[name].relation}), or join or group on it to make it a key."
             )
-        return Named(relation.values[name], axes)
+        return Named(relation.values[name], axes, tag)
 
     def _scalar(self, select) -> Named:
         relation = _Scope(self.t, self.backend, self.relations, self.name).relation(select)
@@ -595,11 +633,10 @@ class _Scope:
         from sqlglot import exp
 
         keep = tuple(self.grouped or ())
-        counted = reduce_to(self.backend, self.mask, keep)
+        counted = self._rows(self.mask, keep)
         if isinstance(node, exp.Count):
             return counted
-        (x, m), axes = align(self.backend, self.expr(node.this), self.mask)
-        total = reduce_to(self.backend, Named(x * m, axes), keep)
+        total = reduce_to(self.backend, multiply(self.expr(node.this), self.mask), keep)
         if isinstance(node, exp.Sum):
             return total
         return Named(total.array / counted.array, keep)
