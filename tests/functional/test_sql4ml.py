@@ -570,3 +570,45 @@ class TestMistakesInSqlModels:
         assert "declared weight(s) spare are never read" in " ".join(output.split())
         tensors = project.run_sql(f"select distinct tensor from {project.test_schema}.small_sql", fetch="all")
         assert sorted(t for (t,) in tensors) == ["b", "w"]
+
+
+BATCHED = LINEAR.replace("learning_rate=1.0, epochs=1500, seed=0", "learning_rate=0.2, epochs=15, batch_size=64, seed=3")
+STREAMED = BATCHED.replace("batch_size=64,", "batch_size=64, memory_budget_mb=0,")
+
+
+class TestMiniBatchesStreamedFromPostgres:
+    """Over memory_budget_mb, mini-batches are read from the database as they are due: the same
+    batches, so the same weights as in memory."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"diabetes_features.csv": long_csv(DIABETES_X, DIABETES.feature_names),
+                "diabetes_targets.csv": target_csv(DIABETES.target)}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"in_memory.sql": BATCHED, "streamed.sql": STREAMED}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_streamed_weights_equal_in_memory_weights(self, project):
+        memory = {(t, f): v for t, f, v in self.rows(project, "select tensor, feature, value from {s}.in_memory")}
+        streamed = {(t, f): v for t, f, v in self.rows(project, "select tensor, feature, value from {s}.streamed")}
+        assert memory.keys() == streamed.keys() and len(memory) == 11
+        for k, v in memory.items():
+            assert streamed[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+    def test_registry_says_how_it_was_read_and_checked(self, project):
+        info = dict(self.rows(project, "select model_name, training_info from {s}.sqlflow_models"))
+        assert info["streamed"]["streamed"] is True and info["in_memory"]["streamed"] is False
+        check = info["streamed"]["self_check"]
+        assert check["observations"] == len(DIABETES.target)  # all 442 fit in the sample
+        assert check["postgresql"] == pytest.approx(check["tensorflow"], rel=1e-6)
+        assert len(info["streamed"]["objective"]) == 15
+        np.testing.assert_allclose(info["streamed"]["objective"], info["in_memory"]["objective"], rtol=1e-9)

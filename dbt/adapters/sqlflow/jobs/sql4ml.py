@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt, registry
-from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
-from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, WireType
+from dbt.adapters.sqlflow.data import Column, Frame, describe, read_frame, write_frame
+from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, WireType, quote_ident
 from dbt.adapters.sqlflow.errors import InputError
 from dbt.adapters.sqlflow.jobs import inputs, steps
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
@@ -32,6 +32,7 @@ from dbt.adapters.sqlflow.sql4ml.program import (
 log = logging.getLogger("dbt_sqlflow.jobs")
 
 SELF_CHECK_TOLERANCE = 1e-6  # relative: PostgreSQL and TensorFlow both compute in float64
+SELF_CHECK_SAMPLE = 10_000  # observations the self-check covers when mini-batches are streamed
 
 
 @dataclass
@@ -40,6 +41,132 @@ class Read:
     translation: object  # sql4ml.translate.Translation
     frames: Dict[str, Frame]
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds
+    stream: Optional["Stream"] = None  # mini-batches read from the database (over memory_budget_mb)
+
+
+class Stream:
+    """Mini-batches along `key` read from PostgreSQL when they are due: the data relations that have
+    the key column are run once into temporary tables indexed on it; a batch reads its keys' rows
+    through COPY. The others are read whole. Memory holds one batch (and the self-check's sample)."""
+
+    def __init__(self, conn, program: Program, key: str, names: List[str]):
+        self.conn, self.program, self.key = conn, program, key
+        self.staged: Dict[str, str] = {}
+        self.frames: Dict[str, Frame] = {}
+        self.probes: Dict[str, Dict[str, np.ndarray]] = {}
+        self.types: Dict[tuple, WireType] = {}  # the staged relations' column types
+        self.rows = 0
+        with conn.cursor() as cur:
+            for name in names:
+                sql = program.data_sql(name)
+                columns = describe(conn, sql)
+                if key not in [c.name for c in columns]:
+                    self.frames[name] = _checked(name, read_frame(conn, sql))
+                    continue
+                table = quote_ident(f"__sqlflow_sql4ml_{name}")
+                cur.execute(f"drop table if exists {table}")
+                cur.execute(f"create temporary table {table} as {sql}")
+                cur.execute(f"create index on {table} ({quote_ident(key)})")
+                cur.execute(f"analyze {table}")
+                self.staged[name] = table
+                self.probes[name] = self._probe(cur, name, table, columns)
+
+    def _probe(self, cur, name: str, table: str, columns) -> Dict[str, np.ndarray]:
+        """What the translation needs of a staged relation: each column's distinct values (the keys'
+        domains) or, for floats, only its type; NULLs are refused as when read whole."""
+        counts = ", ".join(f"count(*) - count({quote_ident(c.name)})" for c in columns)
+        cur.execute(f"select count(*), {counts} from {table}")
+        total, *nulls = cur.fetchone()
+        self.rows += total
+        for c, n in zip(columns, nulls):
+            if n:
+                raise InputError(_null_message(name, c.name, n))
+        probe = {}
+        for c in columns:
+            self.types[(name, c.name)] = c.plan.type
+            if c.plan.type.kind == "float":
+                probe[c.name] = np.zeros(0, np.float64)
+                continue
+            frame = read_frame(self.conn, f"select distinct {quote_ident(c.name)} from {table}")
+            probe[c.name] = frame.columns[0].values
+        return probe
+
+    def data(self) -> Dict[str, Dict[str, np.ndarray]]:
+        whole = {n: {c.name: c.values for c in f.columns} for n, f in self.frames.items()}
+        return {**whole, **self.probes}
+
+    def attach(self, translation, sample_keys: int) -> None:
+        self.translation = translation
+        root = translation.classes.find((next(iter(self.staged)), self.key))
+        self.domain = translation.domains[root]
+        self.sample = self.domain[:sample_keys]  # the self-check's observations
+
+    def static(self, backend) -> Dict:
+        keys = self.translation.data_keys()
+        return {
+            n: self.translation.scatter(backend, n, {c.name: c.values for c in f.columns})
+            for n, f in self.frames.items()
+            if n in keys
+        }
+
+    def _rows_of(self, table: str, keys: np.ndarray) -> Frame:
+        with self.conn.cursor() as cur:
+            sql = cur.mogrify(
+                f"select * from {table} where {quote_ident(self.key)} = any(%s)", (keys.tolist(),)
+            ).decode()
+        return read_frame(self.conn, sql)
+
+    def batch(self, backend, keys: np.ndarray) -> Dict:
+        out = {}
+        for name, table in self.staged.items():
+            frame = self._rows_of(table, keys)
+            columns = {c.name: c.values for c in frame.columns}
+            out[name] = self.translation.scatter(backend, name, columns, batch=(self.key, keys))
+        return out
+
+    def sample_filters(self) -> Dict[str, str]:
+        """The staged relations cut to the sample's keys, as CTE bodies for the self-check SQL."""
+        out = {}
+        with self.conn.cursor() as cur:
+            for name in self.staged:
+                out[name] = cur.mogrify(
+                    f"select * from ({self.program.data_sql(name)}) as __sqlflow_s "
+                    f"where __sqlflow_s.{quote_ident(self.key)} = any(%s)",
+                    (self.sample.tolist(),),
+                ).decode()
+        return out
+
+    def fingerprint(self) -> str:
+        digest = inputs.Fingerprint()
+        for frame in self.frames.values():
+            digest.update(frame)
+        with self.conn.cursor() as cur:
+            for table in self.staged.values():
+                cur.execute(f"select count(*), sum(hashtext(t::text)) from {table} as t")
+                digest.update(Frame([Column.of("h", np.array([str(cur.fetchone())], object))]))
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                for table in self.staged.values():
+                    cur.execute(f"drop table if exists {table}")
+        except Exception:  # after a failed statement; temporary tables end with the session
+            log.debug("left the staged tables to the end of the session")
+
+
+def _null_message(name: str, column: str, count: int) -> str:
+    return (
+        f"data relation {name} has {int(count)} NULL(s) in column {column}: the objective cannot "
+        f"read NULL; filter them in {name} (where {column} is not null) or replace them (coalesce)."
+    )
+
+
+def _checked(name: str, frame: Frame) -> Frame:
+    for column in frame.columns:
+        if column.nulls is not None:
+            raise InputError(_null_message(name, column.name, column.nulls.sum()))
+    return frame
 
 
 def _undeclared_weights(ctx: JobContext, program: Program) -> None:
@@ -61,22 +188,35 @@ def _undeclared_weights(ctx: JobContext, program: Program) -> None:
                     )
 
 
+def _read_names(program: Program) -> List[str]:
+    """The data CTEs the translated part reads (the rest only feed them, inside PostgreSQL)."""
+    read = set().union(*(referenced_tables(s) for _, s in program.scopes())) & set(program.data)
+    return [n for n in program.data if n in read]
+
+
 def _read_data(ctx: JobContext, program: Program) -> Dict[str, Frame]:
     """The data CTEs the translated part reads, run in PostgreSQL; NULLs are refused, named."""
-    read = set().union(*(referenced_tables(s) for _, s in program.scopes())) & set(program.data)
     frames = {}
-    for name in [n for n in program.data if n in read]:
-        frame = read_frame(ctx.conn, program.data_sql(name))
-        for column in frame.columns:
-            if column.nulls is not None:
-                raise InputError(
-                    f"data relation {name} has {int(column.nulls.sum())} NULL(s) in column "
-                    f"{column.name}: the objective cannot read NULL; filter them in {name} (where "
-                    f"{column.name} is not null) or replace them (coalesce)."
-                )
-        frames[name] = frame
-        log.debug(f"read {name}: {frame.n_rows} rows x {len(frame.columns)} columns")
+    for name in _read_names(program):
+        frames[name] = _checked(name, read_frame(ctx.conn, program.data_sql(name)))
+        log.debug(f"read {name}: {frames[name].n_rows} rows x {len(frames[name].columns)} columns")
     return frames
+
+
+def _streams(ctx: JobContext, program: Program) -> bool:
+    """Mini-batches are read from the database when the data is over memory_budget_mb; a full batch
+    is always held (it is the whole data), with a note when that is over the budget."""
+    budget = ctx.options.get("memory_budget_mb", 1024) * 2**20
+    size = sum(inputs.estimated_bytes(ctx.conn, program.data_sql(n)) for n in _read_names(program))
+    if size <= budget and ctx.options.get("memory_budget_mb") != 0:
+        return False
+    if not ctx.options.get("batch_size"):
+        log.warning(
+            f"{ctx.model_name}: the data is about {size / 2**20:.0f} MB, over memory_budget_mb, and "
+            f"full-batch descent holds all of it; set batch_size (and key) to read mini-batches."
+        )
+        return False
+    return True
 
 
 def _check_prediction(program: Program, options: Dict) -> None:
@@ -99,6 +239,13 @@ def _located(error: ProgramError) -> ProgramError:
     if "line " not in text:
         return error
     return ProgramError(f"{text} (Lines count in the compiled SQL, target/compiled/.../<model>.sql.)")
+
+
+def _timings(started, parsed, read_done, analysed=None) -> Dict[str, float]:
+    out = {"parse_ms": 1000 * (parsed - started), "read_ms": 1000 * (read_done - parsed)}
+    if analysed is not None:
+        out["analysis_ms"] = 1000 * (analysed - read_done)
+    return out
 
 
 class Sql4mlJob:
@@ -125,19 +272,29 @@ class Sql4mlJob:
         _check_prediction(program, ctx.options)
         parsed = time.perf_counter()
         _undeclared_weights(ctx, program)
-        frames = _read_data(ctx, program)
+        stream = None
+        if not ctx.empty and _streams(ctx, program):
+            stream = Stream(ctx.conn, program, (ctx.options.get("key") or [None])[0], _read_names(program))
+            frames, data = stream.frames, stream.data()
+            if not stream.staged:
+                stream.close()
+                raise InputError(
+                    f"batch_size > 0 reads mini-batches along key={ctx.options.get('key')!r}, but no "
+                    f"data relation has that column; name the observations' id column in key."
+                )
+        else:
+            frames = _read_data(ctx, program)
+            data = {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}
         read_done = time.perf_counter()
-        if ctx.empty or any(f.n_rows == 0 for f in frames.values()):
+        if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
             return Read(program, None, frames)
-        data = {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}
         translation = Translation(program, data)
+        if stream:
+            stream.attach(translation, SELF_CHECK_SAMPLE)
+            return Read(program, translation, frames, _timings(started, parsed, read_done), stream)
         translation.evaluate(NumpyBackend(), translation.zero_weights())  # every error, before TF
         analysed = time.perf_counter()
-        timings = {
-            "parse_ms": 1000 * (parsed - started),
-            "analysis_ms": 1000 * (analysed - read_done),
-            "read_ms": 1000 * (read_done - parsed),
-        }
+        timings = _timings(started, parsed, read_done, analysed)
         log.info(
             f"translated {len(program.model)} CTE(s) and the objective; read "
             f"{sum(f.n_rows for f in frames.values())} rows of {len(frames)} data relation(s)"
@@ -147,17 +304,22 @@ class Sql4mlJob:
     def fit_and_write(self, ctx: JobContext, state: Read) -> Outcome:
         if state.translation is None:
             return _empty(ctx, state)
-        fingerprint = inputs.Fingerprint()
-        for frame in state.frames.values():
-            fingerprint.update(frame)
-        rows = sum(f.n_rows for f in state.frames.values())
-        kept = steps.unchanged(ctx, fingerprint.hexdigest(), "TRAIN", rows)
+        if state.stream:
+            digest = state.stream.fingerprint()
+            rows = state.stream.rows + sum(f.n_rows for f in state.frames.values())
+        else:
+            fingerprint = inputs.Fingerprint()
+            for frame in state.frames.values():
+                fingerprint.update(frame)
+            digest, rows = fingerprint.hexdigest(), sum(f.n_rows for f in state.frames.values())
+        kept = steps.unchanged(ctx, digest, "TRAIN", rows)
         if kept:
             return kept
-        return _train(ctx, state, fingerprint.hexdigest(), rows)
+        return _train(ctx, state, digest, rows)
 
     def close(self, state) -> None:
-        pass
+        if isinstance(state, Read) and state.stream:
+            state.stream.close()
 
 
 def _empty(ctx: JobContext, state: Read) -> Outcome:
@@ -187,14 +349,14 @@ def _train(ctx: JobContext, state: Read, input_fingerprint: str, rows: int) -> O
     translation, options = state.translation, ctx.options
     fitting = _fitting(options)
     key = (options.get("key") or [None])[0]
-    trained = train.fit(translation, fitting, key)
+    trained = train.fit(translation, fitting, key, state.stream)
     interrupt.check()
     if not np.isfinite(trained.final):
         raise InputError(
             f"the objective became {trained.final} after {trained.epochs_run} epochs: guard logs "
             f"and divisions (ln(greatest(p, 1e-12)), a smaller learning_rate) in the program."
         )
-    in_postgresql = self_check(ctx, translation, trained)
+    in_postgresql = self_check(ctx, translation, trained, state.stream)
     started = time.perf_counter()
     columns = index_columns(state.program)
     code = codegen.render(translation, ctx.model_name, fitting, key, columns)
@@ -214,12 +376,14 @@ def _train(ctx: JobContext, state: Read, input_fingerprint: str, rows: int) -> O
     )
 
 
-def self_check(ctx: JobContext, translation, trained) -> float:
-    """The user's own objective SELECT, run in PostgreSQL with the learned weights as VALUES."""
+def self_check(ctx: JobContext, translation, trained, stream: Optional[Stream] = None) -> float:
+    """The user's own objective SELECT, run in PostgreSQL with the learned weights as VALUES (read
+    in mini-batches: on the sample of observations TensorFlow's final objective was computed on)."""
     from dbt.adapters.sqlflow.sql4ml.train import with_weights
 
+    replaced = stream.sample_filters() if stream else None
     with ctx.conn.cursor() as cur:
-        cur.execute(with_weights(translation, trained.weights))
+        cur.execute(with_weights(translation, trained.weights, replaced))
         row = cur.fetchone()
     value = None if row is None or row[0] is None else float(row[0])
     if value is None or abs(value - trained.final) > SELF_CHECK_TOLERANCE * max(
@@ -245,10 +409,11 @@ def index_columns(program: Program) -> List[str]:
 def _index_type(translation, state: Read, weight: str, column: str) -> WireType:
     """An index column is typed like the data column it is equated with (integer for a size)."""
     root = translation.classes.find((weight, column))
-    for name, frame in state.frames.items():
-        for c in frame.columns:
-            if translation.classes.find((name, c.name)) == root and c.name in translation.keys.get(name, []):
-                return c.type
+    types = {(n, c.name): c.type for n, f in state.frames.items() for c in f.columns}
+    types.update(state.stream.types if state.stream else {})
+    for (name, c), wire in types.items():
+        if c in translation.keys.get(name, []) and translation.classes.find((name, c)) == root:
+            return wire
     return WIRE_TYPES["integer"]
 
 
@@ -309,7 +474,12 @@ def _register(ctx, state: Read, trained, in_postgresql: float, fingerprint, rows
         "epochs": trained.epochs_run,
         "epoch_seconds": trained.epoch_seconds,
         **state.timings,
-        "self_check": {"tensorflow": trained.final, "postgresql": in_postgresql},
+        "self_check": {
+            "tensorflow": trained.final,
+            "postgresql": in_postgresql,
+            "observations": len(state.stream.sample) if state.stream else "all",
+        },
+        "streamed": bool(state.stream),
     }
     features = {
         "data": {n: [c.name for c in f.columns] for n, f in state.frames.items()},

@@ -11,7 +11,7 @@ import numpy as np
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.ml.params import Fitting
 from dbt.adapters.sqlflow.sql4ml.program import WeightSpec
-from dbt.adapters.sqlflow.sql4ml.translate import Relation, Translation
+from dbt.adapters.sqlflow.sql4ml.translate import NotNumeric, Relation, Translation
 
 log = logging.getLogger("dbt_sqlflow.ml")
 
@@ -60,9 +60,10 @@ def stopped(history: List[float], patience: int) -> bool:
     return min(history[-patience:]) > best - MIN_DELTA * abs(best)
 
 
-def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -> Trained:
+def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None, stream=None) -> Trained:
     """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
-    mini-batches along the `key` axis; the data tensors are built once."""
+    mini-batches along the `key` axis. The data tensors are built once, or, with a `stream`
+    (jobs.sql4ml.Stream), each mini-batch is read from the database when it is due."""
     from dbt.adapters.sqlflow.ml.keras_models import tensorflow_session
     from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
 
@@ -72,7 +73,7 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -
         import tensorflow as tf  # under the session's lock: two threads importing it deadlock
 
         backend = TensorflowBackend(tf)
-        data = translation.data_relations(backend)
+        data = stream.static(backend) if stream else translation.data_relations(backend)
         specs = translation.program.weights
         variables = {
             n: tf.Variable(initial(s, translation.weight_shape(n), rng), dtype=tf.float64, name=n)
@@ -80,14 +81,37 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None) -
         }
         translation.frozen = None if axes else {}  # a full batch: row counts once, then constants
         try:
-            translation.evaluate(backend, variables, data)  # eagerly: errors surface as they are
-            trained = _descend(translation, fitting, backend, variables, data, axes, n, rng, keras)
+            first = {**data, **stream.batch(backend, stream.sample)} if stream else data
+            translation.evaluate(backend, variables, first)  # eagerly: errors surface as they are
+            trained = _descend(translation, fitting, backend, variables, data, axes, n, rng, keras, stream)
+            trained.final = float(translation.evaluate(backend, variables, first))
         finally:
             translation.frozen = None
     return trained
 
 
-def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras) -> Trained:
+def _flat(relations: Dict[str, Relation]) -> Dict[str, object]:
+    """Relations as a flat dict of tensors: what a tf.function takes without retracing per batch."""
+    out: Dict[str, object] = {}
+    for name, rel in relations.items():
+        out[f"{name}/__mask__"] = rel.mask
+        out.update({f"{name}/{c}": v for c, v in rel.values.items() if not isinstance(v, NotNumeric)})
+    return out
+
+
+def _unflat(flat: Dict, like: Dict[str, Relation]) -> Dict[str, Relation]:
+    return {
+        name: Relation(
+            rel.keys,
+            {c: flat.get(f"{name}/{c}", v) for c, v in rel.values.items()},
+            flat[f"{name}/__mask__"],
+            rel.kind,
+        )
+        for name, rel in like.items()
+    }
+
+
+def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras, stream) -> Trained:
     """The epochs: one tf.function step per batch, the objective per epoch, early stopping."""
     import tensorflow as tf
 
@@ -95,20 +119,34 @@ def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras
 
     optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
     trained = Trained({})
+    shape_of: Dict[str, Dict[str, Relation]] = {}
 
-    @tf.function
-    def step(positions):
-        batch = restrict(tf, data, axes, positions) if axes else data
+    def minimize(batch):
         with tf.GradientTape() as tape:
             loss = translation.evaluate(backend, variables, batch)
         grads = tape.gradient(loss, list(variables.values()))
         optimizer.apply_gradients(zip(grads, list(variables.values())))
         return loss
 
+    @tf.function
+    def step(positions):
+        return minimize(restrict(tf, data, axes, positions) if axes else data)
+
+    @tf.function
+    def streamed_step(flat):
+        return minimize(_unflat(flat, shape_of["batch"]))
+
+    def run(positions):
+        if stream is None:
+            return step(tf.constant(positions))
+        batch = {**data, **stream.batch(backend, stream.domain[positions])}
+        shape_of.setdefault("batch", batch)
+        return streamed_step(_flat(batch))
+
     for epoch in range(fitting.epochs):
         interrupt.check()
         started = time.perf_counter()
-        losses = [float(step(tf.constant(p))) for p in batches(rng, n, fitting.batch_size)]
+        losses = [float(run(p)) for p in batches(rng, n, fitting.batch_size)]
         trained.epoch_seconds.append(time.perf_counter() - started)
         trained.objective.append(float(np.mean(losses)))
         trained.epochs_run = epoch + 1
@@ -118,7 +156,6 @@ def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras
             log.debug(f"early stopping after epoch {epoch + 1}")
             break
     trained.weights = {n: v.numpy().astype(np.float64) for n, v in variables.items()}
-    trained.final = float(translation.evaluate(backend, variables, data))
     return trained
 
 
@@ -143,9 +180,11 @@ def _literal(value) -> str:
     return str(value)
 
 
-def with_weights(translation: Translation, weights: Dict[str, np.ndarray]) -> str:
+def with_weights(
+    translation: Translation, weights: Dict[str, np.ndarray], replaced: Optional[Dict[str, str]] = None
+) -> str:
     """The user's own program, with every weight a VALUES relation in front: PostgreSQL evaluates the
-    objective with the learned weights (the self-check)."""
+    objective with the learned weights (the self-check). `replaced` swaps CTE bodies (a sample)."""
     program = translation.program
     ctes = []
     for name, spec in program.weights.items():
@@ -153,5 +192,9 @@ def with_weights(translation: Translation, weights: Dict[str, np.ndarray]) -> st
         values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
         columns = ", ".join(list(spec.index) + ["value"])
         ctes.append(f"{name}({columns}) as (values {values})")
-    ctes += [f"{name} as ({select.sql(dialect='postgres')})" for name, select in program.ctes.items()]
+    replaced = replaced or {}
+    ctes += [
+        f"{name} as ({replaced.get(name) or select.sql(dialect='postgres')})"
+        for name, select in program.ctes.items()
+    ]
     return "with " + ",\n".join(ctes) + "\n" + program.final.sql(dialect="postgres")

@@ -322,41 +322,54 @@ class Translation:
             columns = self.data.get(name)
             if columns is None:
                 raise ProgramError(f"no rows were read for data relation {name}.")
-            keys = self.keys[name]
-            rows = len(next(iter(columns.values()))) if columns else 0
-            if not keys:  # read whole, as a scalar subquery
-                if rows != 1:
-                    raise ProgramError(
-                        f"data relation {name} is read as one value but has {rows} rows; make it "
-                        f"return one row, or join it on its key columns."
-                    )
-                index: Tuple = ()
-                shape: Tuple[int, ...] = ()
-                mask = np.ones(())
-            else:
-                index = tuple(np.searchsorted(self.domain(name, k), columns[k]) for k in keys)
-                shape = tuple(len(self.domain(name, k)) for k in keys)
-                mask = np.zeros(shape)
-                np.add.at(mask, index, 1.0)
-            if (mask > 1).any():
-                raise ProgramError(
-                    f"data relation {name} has more than one row for some ({', '.join(keys)}); "
-                    f"its key columns must identify its rows (aggregate it, or group by more)."
-                )
-            values: Dict[str, Any] = {}
-            for column, array in columns.items():
-                if column in keys:
-                    continue
-                if np.asarray(array).dtype.kind not in "biuf":
-                    values[column] = NotNumeric(name, column)  # an error only where it is read
-                    continue
-                numbers = np.asarray(array, np.float64)
-                dense = np.zeros(shape) if keys else numbers[0]
-                if keys:
-                    dense[index] = numbers
-                values[column] = backend.constant(dense)
-            out[name] = Relation(keys, values, backend.constant(mask), "data")
+            out[name] = self.scatter(backend, name, columns)
         return out
+
+    def scatter(self, backend, name: str, columns: Mapping[str, np.ndarray], batch=None) -> Relation:
+        """One data relation's rows as dense tensors over its keys' domains; `batch` = (key column,
+        its values in batch order) replaces that key's domain by the batch's (a streamed mini-batch)."""
+        keys = self.keys[name]
+        rows = len(next(iter(columns.values()))) if columns else 0
+        if not keys:  # read whole, as a scalar subquery
+            if rows != 1:
+                raise ProgramError(
+                    f"data relation {name} is read as one value but has {rows} rows; make it "
+                    f"return one row, or join it on its key columns."
+                )
+            index: Tuple = ()
+            shape: Tuple[int, ...] = ()
+            mask = np.ones(())
+        else:
+            index = tuple(self._positions(name, k, columns[k], batch) for k in keys)
+            shape = tuple(
+                len(batch[1]) if batch and k == batch[0] else len(self.domain(name, k)) for k in keys
+            )
+            mask = np.zeros(shape)
+            np.add.at(mask, index, 1.0)
+        if (mask > 1).any():
+            raise ProgramError(
+                f"data relation {name} has more than one row for some ({', '.join(keys)}); "
+                f"its key columns must identify its rows (aggregate it, or group by more)."
+            )
+        values: Dict[str, Any] = {}
+        for column, array in columns.items():
+            if column in keys:
+                continue
+            if np.asarray(array).dtype.kind not in "biuf":
+                values[column] = NotNumeric(name, column)  # an error only where it is read
+                continue
+            numbers = np.asarray(array, np.float64)
+            dense = np.zeros(shape) if keys else numbers[0]
+            if keys:
+                dense[index] = numbers
+            values[column] = backend.constant(dense)
+        return Relation(keys, values, backend.constant(mask), "data")
+
+    def _positions(self, name: str, key: str, values: np.ndarray, batch) -> np.ndarray:
+        if batch and key == batch[0]:  # the batch's own order, as tf.gather would lay it out
+            order = np.argsort(batch[1], kind="stable")
+            return order[np.searchsorted(batch[1], values, sorter=order)]
+        return np.searchsorted(self.domain(name, key), values)
 
     def relations(
         self, backend, weights: Mapping[str, Any], data: Optional[Dict[str, Relation]] = None
