@@ -612,3 +612,60 @@ class TestMiniBatchesStreamedFromPostgres:
         assert check["postgresql"] == pytest.approx(check["tensorflow"], rel=1e-6)
         assert len(info["streamed"]["objective"]) == 15
         np.testing.assert_allclose(info["streamed"]["objective"], info["in_memory"]["objective"], rtol=1e-9)
+
+
+class TestOperatingSqlModels:
+    """retrain='on_change', early stopping, --empty and scoring a pinned older version."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"diabetes_features.csv": long_csv(DIABETES_X[:50], DIABETES.feature_names),
+                "diabetes_targets.csv": target_csv(DIABETES.target[:50])}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"small_sql.sql": small().replace("epochs=20", "epochs=20, retrain='on_change'"),
+                "pinned.sql": "{{ config(materialized='ml_predict', model='small_sql', version=1) }}\n"
+                              "-- depends_on: {{ ref('small_sql') }}\n"
+                              "select obs_id, feature, value from {{ ref('diabetes_features') }}"}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run", "-s", "small_sql"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_unchanged_sql_config_and_data_keep_the_version(self, project):
+        _, output = run_dbt_and_capture(["run", "-s", "small_sql"])
+        assert "TRAIN unchanged, v1 kept" in output
+        assert self.rows(project, "select count(*) from {s}.sqlflow_models")[0][0] == 1
+
+    def test_early_stopping_ends_training_before_the_last_epoch(self, project):
+        from dbt.tests.util import write_file
+
+        write_file(small().replace("epochs=20", "epochs=5000, learning_rate=1.0, early_stopping=5"),
+                   project.project_root, "models", "small_sql.sql")
+        run_dbt(["run", "-s", "small_sql"])
+        (epochs, objective) = self.rows(project, "select training_info->'epochs', training_info->'objective' "
+                                                 "from {s}.sqlflow_models order by version desc limit 1")[0]
+        assert 5 < epochs < 5000 and len(objective) == epochs
+
+    def test_a_pinned_older_version_is_scored_from_the_registry(self, project):
+        run_dbt(["run", "-s", "pinned"])
+        (rows,) = self.rows(project, "select parameters->'weights' from {s}.sqlflow_models where version = 1")[0]
+        w = {f: v for f, v in rows["w"]["rows"]}
+        (b,) = [v for (v,) in rows["b"]["rows"]]
+        latest = self.rows(project, "select max(model_version) from {s}.small_sql")[0][0]
+        assert latest > 1  # the weights table holds a newer version: v1 comes from the registry
+        scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.pinned where model_version = 1"))
+        expected = DIABETES_X[:50] @ np.array([w[n] for n in DIABETES.feature_names]) + b
+        np.testing.assert_allclose([scored[i] for i in range(50)], expected, rtol=1e-9)
+
+    def test_empty_builds_the_weights_table_shape(self, project):
+        run_dbt(["run", "-s", "small_sql", "--empty"])
+        columns = self.rows(project, "select column_name from information_schema.columns where table_schema = '{s}' "
+                                     "and table_name = 'small_sql' order by ordinal_position")
+        assert [c for (c,) in columns] == ["model_version", "tensor", "feature", "value"]
+        assert self.rows(project, "select count(*) from {s}.small_sql")[0][0] == 0

@@ -125,7 +125,10 @@ class SqlflowAdapter(PostgresAdapter):
         """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""
         import os
 
-        root, target = getattr(self.config, "project_root", None), getattr(self.config, "target_path", None)
+        root, target = (
+            getattr(self.config, "project_root", None),
+            getattr(self.config, "target_path", None),
+        )
         return os.path.join(root, target, "sqlflow") if root and target else None
 
     @available

@@ -336,9 +336,9 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
     if model_type == "sql":  # the program says what it reads: no feature or encoding keys
-        shared = ("learning_rate", "epochs", "optimizer", "early_stopping", "memory_budget_mb")
+        trained = ("learning_rate", "epochs", "optimizer", "early_stopping", "memory_budget_mb")
         common = [o for o in COMMON if o.name in ("model_type", "key", "seed", "retrain")]
-        return common + [o for o in TRAIN if o.name in shared] + SQL_OPTIONS
+        return common + [o for o in TRAIN if o.name in trained] + SQL_OPTIONS
     if model_type == "dec":
         shared = [
             o

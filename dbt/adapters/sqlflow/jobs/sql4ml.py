@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -38,10 +38,14 @@ SELF_CHECK_SAMPLE = 10_000  # observations the self-check covers when mini-batch
 @dataclass
 class Read:
     program: Program
-    translation: object  # sql4ml.translate.Translation
+    translation: (
+        Any  # sql4ml.translate.Translation (imported when a node runs), None under --empty
+    )
     frames: Dict[str, Frame]
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds
-    stream: Optional["Stream"] = None  # mini-batches read from the database (over memory_budget_mb)
+    stream: Optional["Stream"] = (
+        None  # mini-batches read from the database (over memory_budget_mb)
+    )
 
 
 class Stream:
@@ -238,7 +242,9 @@ def _located(error: ProgramError) -> ProgramError:
     text = str(error)
     if "line " not in text:
         return error
-    return ProgramError(f"{text} (Lines count in the compiled SQL, target/compiled/.../<model>.sql.)")
+    return ProgramError(
+        f"{text} (Lines count in the compiled SQL, target/compiled/.../<model>.sql.)"
+    )
 
 
 def _timings(started, parsed, read_done, analysed=None) -> Dict[str, float]:
@@ -274,7 +280,9 @@ class Sql4mlJob:
         _undeclared_weights(ctx, program)
         stream = None
         if not ctx.empty and _streams(ctx, program):
-            stream = Stream(ctx.conn, program, (ctx.options.get("key") or [None])[0], _read_names(program))
+            stream = Stream(
+                ctx.conn, program, (ctx.options.get("key") or [None])[0], _read_names(program)
+            )
             frames, data = stream.frames, stream.data()
             if not stream.staged:
                 stream.close()
@@ -362,7 +370,9 @@ def _train(ctx: JobContext, state: Read, input_fingerprint: str, rows: int) -> O
     code = codegen.render(translation, ctx.model_name, fitting, key, columns)
     state.timings["codegen_ms"] = 1000 * (time.perf_counter() - started)
     version = _register(ctx, state, trained, in_postgresql, input_fingerprint, rows, code)
-    write_frame(ctx.conn, ctx.targets.main, weights_frame(translation, trained, version, columns, state))
+    write_frame(
+        ctx.conn, ctx.targets.main, weights_frame(translation, trained, version, columns, state)
+    )
     path = _write_program(ctx, code)
     log.info(
         f"trained the SQL model: objective {trained.final:.6g} after {trained.epochs_run} epochs, "
@@ -435,7 +445,11 @@ def weights_frame(translation, trained, version: int, columns: List[str], state:
             values.append(row[-1])
     return Frame(
         [
-            Column.of("model_version", np.full(len(values), version, np.int32), type=WIRE_TYPES["integer"]),
+            Column.of(
+                "model_version",
+                np.full(len(values), version, np.int32),
+                type=WIRE_TYPES["integer"],
+            ),
             Column.of("tensor", np.array(tensors, object), type=WIRE_TYPES["text"]),
         ]
         + [_typed(c, index[c], types[c]) for c in columns]

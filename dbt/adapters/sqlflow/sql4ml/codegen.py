@@ -46,7 +46,9 @@ class Sym:
     def _binary(self, other, template: str, reverse: bool = False):
         other = other if isinstance(other, Sym) else self.gen.literal(other)
         left, right = (other, self) if reverse else (self, other)
-        return self.gen.emit(template.format(left.code, right.code), _broadcast(left.shape, right.shape))
+        return self.gen.emit(
+            template.format(left.code, right.code), _broadcast(left.shape, right.shape)
+        )
 
     def __add__(self, o):
         return self._binary(o, "{} + {}")
@@ -144,7 +146,7 @@ class Tracer(NumpyBackend):
 
     def einsum(self, spec: str, *operands):
         inputs, output = spec.split("->")
-        sizes = {}
+        sizes: Dict[str, Any] = {}
         for letters, op in zip(inputs.split(","), operands):
             sizes.update(zip(letters, op.shape))
         codes = ", ".join(o.code for o in operands)
@@ -159,7 +161,9 @@ class Tracer(NumpyBackend):
         return self.emit(f"{x.code}[{index}]", shape)
 
     def transpose(self, x, order):
-        return self.emit(f"tf.transpose({x.code}, {list(order)})", tuple(x.shape[i] for i in order))
+        return self.emit(
+            f"tf.transpose({x.code}, {list(order)})", tuple(x.shape[i] for i in order)
+        )
 
     def where(self, condition, a, b):
         shape = _broadcast(_broadcast(condition.shape, a.shape), b.shape)
@@ -182,10 +186,11 @@ def trace(translation: Translation, key_axes: Dict[str, int]) -> Tuple[List[str]
         if name in key_axes:
             shape[key_axes[name]] = Dim(shape[key_axes[name]])
         values = {
-            c: Sym(tracer, f"data[{name!r}][{c!r}]", shape)
+            c: Sym(tracer, f"data[{name!r}][{c!r}]", tuple(shape))
             for c in translation.value_columns(name)
         }
-        relations[name] = Relation(keys, values, Sym(tracer, f"masks[{name!r}]", shape), "data")
+        mask = Sym(tracer, f"masks[{name!r}]", tuple(shape))
+        relations[name] = Relation(keys, values, mask, "data")
     weights = {
         n: Sym(tracer, f"weights[{n!r}]", translation.weight_shape(n))
         for n in translation.program.weights
@@ -199,7 +204,7 @@ def _live(lines: List[str], result: str) -> List[str]:
     the section comments above them."""
     import re
 
-    needed, kept = set(re.findall(r"\bt\d+\b", result)), []
+    needed, kept = set(re.findall(r"\bt\d+\b", result)), []  # type: ignore[var-annotated]
     for line in reversed(lines):
         if line.startswith("#"):
             if kept and not kept[-1].startswith("#"):
@@ -410,7 +415,12 @@ def render(
         batch_axes=_pretty(key_axes),
         weights=_pretty(
             {
-                n: (list(s.index), [_domain_name(domains, (n, c)) for c in s.index], s.init, s.scale)
+                n: (
+                    list(s.index),
+                    [_domain_name(domains, (n, c)) for c in s.index],
+                    s.init,
+                    s.scale,
+                )
                 for n, s in program.weights.items()
             }
         ),
@@ -421,9 +431,7 @@ def render(
         result=result,
         optimizer=f"tf.keras.optimizers.{OPTIMIZERS[fitting.optimizer]}"
         f"(learning_rate={fitting.learning_rate!r})",
-        batch_count=(
-            f"masks[{first[0]!r}].shape[{first[1]}]" if first else "0"
-        ),
+        batch_count=(f"masks[{first[0]!r}].shape[{first[1]}]" if first else "0"),
         index_columns=repr(index_columns),
         tiny=TINY,
     )

@@ -125,7 +125,9 @@ class Program:
             *(referenced_tables(self.ctes[n]) for n in self.model), referenced_tables(self.final)
         )
         self.unused = [w for w in self.weights if w not in used]
-        for name in self.unused:  # a warning, not an error: it is left out of training and the table
+        for (
+            name
+        ) in self.unused:  # a warning, not an error: it is left out of training and the table
             del self.weights[name]
         if len(self.final.expressions) != 1 or _arg(self.final, "group") is not None:
             raise ProgramError(
@@ -143,7 +145,9 @@ class Program:
             if strangers:
                 from sqlglot import exp
 
-                first = next(t for t in select.find_all(exp.Table) if t.name.lower() == strangers[0])
+                first = next(
+                    t for t in select.find_all(exp.Table) if t.name.lower() == strangers[0]
+                )
                 raise ProgramError(
                     f"{scope} ({position(self.text, first)}) reads "
                     f"{', '.join(repr(s) for s in strangers)}, which is neither a CTE of the program nor "

@@ -4,7 +4,12 @@ with the scoring node's SELECT in place of the data relation the prediction read
 from typing import Dict, List, Optional
 
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident
-from dbt.adapters.sqlflow.sql4ml.program import Program, ProgramError, referenced_tables, weight_specs
+from dbt.adapters.sqlflow.sql4ml.program import (
+    Program,
+    ProgramError,
+    referenced_tables,
+    weight_specs,
+)
 
 
 def _needed(program: Program, name: str) -> List[str]:
@@ -41,7 +46,9 @@ def replaced_relation(program: Program, prediction: str, replaces: Optional[str]
     return candidates[0]
 
 
-def weight_cte(name: str, index: List[str], source: Optional[str], rows: List, version: int) -> str:
+def weight_cte(
+    name: str, index: List[str], source: Optional[str], rows: List, version: int
+) -> str:
     """A weight as a relation: read from the weights table when it holds this version, else
     the registry's rows as VALUES."""
     columns = [quote_ident(c) for c in index] + ["value"]
@@ -79,7 +86,11 @@ def prediction_sql(
         stored = parameters["weights"][name]
         ctes.append(weight_cte(name, list(spec.index), weights_table, stored["rows"], version))
     for name in _needed(program, prediction):
-        body = node_sql.strip().rstrip(";") if name == replaced else program.ctes[name].sql("postgres")
+        body = (
+            node_sql.strip().rstrip(";")
+            if name == replaced
+            else program.ctes[name].sql("postgres")
+        )
         ctes.append(f"{quote_ident(name)} as (\n{body}\n)")
     keys = parameters.get("prediction_keys") or []
     value = _value_column(program, prediction, keys)
@@ -87,7 +98,9 @@ def prediction_sql(
     select += [f"__sqlflow_p.{quote_ident(value)}::float8 as predicted_value"]
     select += [f"{int(version)} as model_version"]
     return (
-        "with " + ",\n".join(ctes) + f"\nselect {', '.join(select)} from {quote_ident(prediction)} "
+        "with "
+        + ",\n".join(ctes)
+        + f"\nselect {', '.join(select)} from {quote_ident(prediction)} "
         f"as __sqlflow_p"
     )
 

@@ -3,8 +3,7 @@ align axes by name and broadcast; reductions are einsum over the axes that are s
 
 import string
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple, Union
-
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 # ln's argument is floored at the smallest normal float64: where PostgreSQL computes a value the
 # result is the same, and a sigmoid that saturated to exactly 0 gives a large finite loss with a zero
@@ -40,7 +39,7 @@ class NumpyBackend:
         return self.np.where(condition, a, b)
 
     def apply(self, name: str, *args):
-        functions = {
+        functions: Dict[str, Callable] = {
             "exp": self.np.exp,
             "ln": lambda x: self.np.log(self.np.maximum(x, TINY)),
             "sqrt": self.np.sqrt,
@@ -195,7 +194,9 @@ def reduce_to(backend, tensor: Tensor, keep: Sequence[int]) -> Named:
         axes = dict.fromkeys(a for f in arrays for a in f.axes)
         letters = {a: string.ascii_letters[i] for i, a in enumerate(axes)}
         spec = ",".join("".join(letters[a] for a in f.axes) for f in arrays)
-        out = backend.einsum(spec + "->" + "".join(letters[a] for a in keep), *[f.array for f in arrays])
+        out = backend.einsum(
+            spec + "->" + "".join(letters[a] for a in keep), *[f.array for f in arrays]
+        )
     else:
         out = scalars.pop(0) if scalars else backend.constant(1.0)
     for scalar in scalars:

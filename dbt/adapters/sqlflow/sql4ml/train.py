@@ -60,7 +60,9 @@ def stopped(history: List[float], patience: int) -> bool:
     return min(history[-patience:]) > best - MIN_DELTA * abs(best)
 
 
-def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None, stream=None) -> Trained:
+def fit(
+    translation: Translation, fitting: Fitting, key: Optional[str] = None, stream=None
+) -> Trained:
     """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
     mini-batches along the `key` axis. The data tensors are built once, or, with a `stream`
     (jobs.sql4ml.Stream), each mini-batch is read from the database when it is due."""
@@ -83,7 +85,9 @@ def fit(translation: Translation, fitting: Fitting, key: Optional[str] = None, s
         try:
             first = {**data, **stream.batch(backend, stream.sample)} if stream else data
             translation.evaluate(backend, variables, first)  # eagerly: errors surface as they are
-            trained = _descend(translation, fitting, backend, variables, data, axes, n, rng, keras, stream)
+            trained = _descend(
+                translation, fitting, backend, variables, data, axes, n, rng, keras, stream
+            )
             trained.final = float(translation.evaluate(backend, variables, first))
         finally:
             translation.frozen = None
@@ -95,7 +99,9 @@ def _flat(relations: Dict[str, Relation]) -> Dict[str, object]:
     out: Dict[str, object] = {}
     for name, rel in relations.items():
         out[f"{name}/__mask__"] = rel.mask
-        out.update({f"{name}/{c}": v for c, v in rel.values.items() if not isinstance(v, NotNumeric)})
+        out.update(
+            {f"{name}/{c}": v for c, v in rel.values.items() if not isinstance(v, NotNumeric)}
+        )
     return out
 
 
@@ -111,7 +117,9 @@ def _unflat(flat: Dict, like: Dict[str, Relation]) -> Dict[str, Relation]:
     }
 
 
-def _descend(translation, fitting, backend, variables, data, axes, n, rng, keras, stream) -> Trained:
+def _descend(
+    translation, fitting, backend, variables, data, axes, n, rng, keras, stream
+) -> Trained:
     """The epochs: one tf.function step per batch, the objective per epoch, early stopping."""
     import tensorflow as tf
 
@@ -181,7 +189,9 @@ def _literal(value) -> str:
 
 
 def with_weights(
-    translation: Translation, weights: Dict[str, np.ndarray], replaced: Optional[Dict[str, str]] = None
+    translation: Translation,
+    weights: Dict[str, np.ndarray],
+    replaced: Optional[Dict[str, str]] = None,
 ) -> str:
     """The user's own program, with every weight a VALUES relation in front: PostgreSQL evaluates the
     objective with the learned weights (the self-check). `replaced` swaps CTE bodies (a sample)."""

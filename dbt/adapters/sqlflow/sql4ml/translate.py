@@ -67,7 +67,9 @@ class Relation:
     keys: List[str]  # key column names, the order of the tensors' axes
     values: Dict[str, Any]  # value column -> array over keys
     mask: Any  # 1.0 where a row exists, over keys
-    kind: str = "derived"  # 'data' (values are 0 where no row), 'weight' (every row exists), 'derived'
+    kind: str = (
+        "derived"  # 'data' (values are 0 where no row), 'weight' (every row exists), 'derived'
+    )
 
 
 def _equalities(on, scope: str = "", text: str = "") -> List[Tuple[Any, Any]]:
@@ -246,7 +248,11 @@ class Translation:
         """A weight's index equated with data columns that share no value (or not even a type) is two
         domains joined by mistake: `w.feature = f.feature and w.feature = s.store`."""
         weights = [f"{r}.{c}" for r, c in columns if r in self.program.weights]
-        data = [(f"{r}.{c}", self.data[r][c]) for r, c in columns if r in self.data and c in self.data[r]]
+        data = [
+            (f"{r}.{c}", self.data[r][c])
+            for r, c in columns
+            if r in self.data and c in self.data[r]
+        ]
         if not weights or len(data) < 2:
             return
         sets = [(name, set(np.asarray(v).tolist())) for name, v in data]
@@ -288,9 +294,13 @@ class Translation:
                 )
         axes = {}
         for r in self.program.data:
-            found = [i for i, k in enumerate(self.keys.get(r, [])) if self.classes.find((r, k)) == root]
+            found = [
+                i for i, k in enumerate(self.keys.get(r, [])) if self.classes.find((r, k)) == root
+            ]
             if len(found) > 1:
-                raise ProgramError(f"data relation {r} has '{key}' twice among its keys; use batch_size=0.")
+                raise ProgramError(
+                    f"data relation {r} has '{key}' twice among its keys; use batch_size=0."
+                )
             if found and r in self.data:
                 axes[r] = found[0]
         return axes, len(self.domains[root])
@@ -325,7 +335,9 @@ class Translation:
             out[name] = self.scatter(backend, name, columns)
         return out
 
-    def scatter(self, backend, name: str, columns: Mapping[str, np.ndarray], batch=None) -> Relation:
+    def scatter(
+        self, backend, name: str, columns: Mapping[str, np.ndarray], batch=None
+    ) -> Relation:
         """One data relation's rows as dense tensors over its keys' domains; `batch` = (key column,
         its values in batch order) replaces that key's domain by the batch's (a streamed mini-batch)."""
         keys = self.keys[name]
@@ -342,7 +354,8 @@ class Translation:
         else:
             index = tuple(self._positions(name, k, columns[k], batch) for k in keys)
             shape = tuple(
-                len(batch[1]) if batch and k == batch[0] else len(self.domain(name, k)) for k in keys
+                len(batch[1]) if batch and k == batch[0] else len(self.domain(name, k))
+                for k in keys
             )
             mask = np.zeros(shape)
             np.add.at(mask, index, 1.0)
@@ -413,7 +426,9 @@ class Translation:
         (value,) = [np.asarray(v) for v in relation.values.values()]
         domains = [self.domain(name, k) for k in relation.keys]
         return {
-            tuple(d[i].item() if hasattr(d[i], "item") else d[i] for d, i in zip(domains, at)): float(value[at])
+            tuple(
+                d[i].item() if hasattr(d[i], "item") else d[i] for d, i in zip(domains, at)
+            ): float(value[at])
             for at in zip(*np.nonzero(mask))
         }
 
@@ -437,7 +452,7 @@ class _Scope:
                 variables.union(self._var(sources, left), self._var(sources, right))
         self.var = lambda column: variables.find(self._var(sources, column))  # noqa: E731
         self.aliases, self.sizes = {}, {}
-        mask = None
+        mask: Optional[Tensor] = None
         for alias, name in sources:
             rel = self.relations[name]
             axes = tuple(variables.find((alias, k)) for k in rel.keys)
@@ -463,9 +478,7 @@ class _Scope:
         out_axes = tuple(v for _, v in keys)
         arrays = {n: self._lay(v, out_axes) for n, v in values.items()}
         if self.grouped is not None:  # a group exists where it has at least one row
-            row_mask = self.backend.apply(
-                "least", self._rows(mask, out_axes).array, 1.0
-            )
+            row_mask = self.backend.apply("least", self._rows(mask, out_axes).array, 1.0)
         else:
             row_mask = self._lay(mask, out_axes)
         return Relation([n for n, _ in keys], arrays, row_mask)
@@ -480,7 +493,11 @@ class _Scope:
         frozen = self.t.frozen
         if frozen is None:
             return reduce_to(self.backend, mask, keep)
-        key = (self.name, tuple((f.tag, f.axes) for f in getattr(mask, "factors", (mask,))), tuple(keep))
+        key = (
+            self.name,
+            tuple((f.tag, f.axes) for f in getattr(mask, "factors", (mask,))),
+            tuple(keep),
+        )
         if key not in frozen:
             frozen[key] = np.asarray(reduce_to(self.t.numpy, mask, keep).array)  # type: ignore[arg-type]
         return Named(self.backend.constant(frozen[key]), tuple(keep))
@@ -498,7 +515,9 @@ class _Scope:
         if tuple(tensor.axes) == tuple(axes):
             return tensor.array
         shape = [self.sizes[a] for a in axes]
-        (x, ones), union = align(self.backend, tensor, Named(self.backend.ones(shape), tuple(axes)))
+        (x, ones), union = align(
+            self.backend, tensor, Named(self.backend.ones(shape), tuple(axes))
+        )
         return self.backend.transpose(x * ones, [union.index(a) for a in axes])
 
     # ---- expressions
@@ -539,7 +558,7 @@ class _Scope:
         if isinstance(node, exp.Log):  # PostgreSQL: log(x) is base 10, log(b, x) base b
             base, value = (node.this, node.expression) if node.expression else (None, node.this)
             inner = dense(b, self.expr(value))
-            ln_base = self.expr(base).array if base is not None else b.constant(np.log(10.0))
+            ln_base = b.constant(np.log(10.0))
             if base is not None:
                 (x, y), axes = align(b, inner, self.expr(base))
                 return Named(b.apply("ln", x) / b.apply("ln", y), axes)
@@ -548,7 +567,11 @@ class _Scope:
             return self._case(node)
         if isinstance(node, exp.Pow):
             exponent = node.expression
-            if isinstance(exponent, exp.Literal) and not exponent.is_string and float(exponent.this) == 2:
+            if (
+                isinstance(exponent, exp.Literal)
+                and not exponent.is_string
+                and float(exponent.this) == 2
+            ):
                 base = dense(b, self.expr(node.this))  # squares: a product (a cheaper gradient)
                 return multiply(base, base)
             (x, y), axes = align(b, self.expr(node.this), self.expr(exponent))
@@ -567,7 +590,7 @@ class _Scope:
             f"write it with what is supported: {SUPPORTED}."
         )
 
-    def _case(self, node) -> Named:
+    def _case(self, node) -> Tensor:
         """CASE WHEN over data: the first branch whose condition holds, else the default (or 0)."""
         b = self.backend
         result = (
