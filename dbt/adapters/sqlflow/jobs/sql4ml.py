@@ -247,11 +247,41 @@ def _located(error: ProgramError) -> ProgramError:
     )
 
 
-def _timings(started, parsed, read_done, analysed=None) -> Dict[str, float]:
-    out = {"parse_ms": 1000 * (parsed - started), "read_ms": 1000 * (read_done - parsed)}
-    if analysed is not None:
-        out["analysis_ms"] = 1000 * (analysed - read_done)
-    return out
+def _timings(started, parsed, read_done, analysed) -> Dict[str, float]:
+    return {
+        "parse_ms": 1000 * (parsed - started),
+        "read_ms": 1000 * (read_done - parsed),
+        "analysis_ms": 1000 * (analysed - read_done),
+    }
+
+
+def _program(ctx: JobContext) -> Program:
+    program = parse(ctx.sql, ctx.options)
+    if program.unused:
+        log.warning(
+            f"{ctx.model_name}: declared weight(s) {', '.join(program.unused)} are never read by "
+            f"the prediction or the objective; they are not trained. Remove them from "
+            f"config(weights=...) or use them."
+        )
+    _check_prediction(program, ctx.options)
+    _undeclared_weights(ctx, program)
+    return program
+
+
+def _data(ctx: JobContext, program: Program):
+    """(frames read whole, the columns the translation is built on, the Stream or None)."""
+    if ctx.empty or not _streams(ctx, program):
+        frames = _read_data(ctx, program)
+        return frames, {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}, None
+    key = (ctx.options.get("key") or [None])[0]
+    stream = Stream(ctx.conn, program, key, _read_names(program))
+    if not stream.staged:
+        stream.close()
+        raise InputError(
+            f"batch_size > 0 reads mini-batches along key={key!r}, but no data relation the "
+            f"objective reads has that column; name the observations' id column in key."
+        )
+    return stream.frames, stream.data(), stream
 
 
 class Sql4mlJob:
@@ -268,46 +298,34 @@ class Sql4mlJob:
         from dbt.adapters.sqlflow.sql4ml.translate import Translation
 
         started = time.perf_counter()
-        program = parse(ctx.sql, ctx.options)
-        if program.unused:
-            log.warning(
-                f"{ctx.model_name}: declared weight(s) {', '.join(program.unused)} are never read by "
-                f"the prediction or the objective; they are not trained. Remove them from "
-                f"config(weights=...) or use them."
-            )
-        _check_prediction(program, ctx.options)
+        program = _program(ctx)
         parsed = time.perf_counter()
-        _undeclared_weights(ctx, program)
-        stream = None
-        if not ctx.empty and _streams(ctx, program):
-            stream = Stream(
-                ctx.conn, program, (ctx.options.get("key") or [None])[0], _read_names(program)
-            )
-            frames, data = stream.frames, stream.data()
-            if not stream.staged:
-                stream.close()
-                raise InputError(
-                    f"batch_size > 0 reads mini-batches along key={ctx.options.get('key')!r}, but no "
-                    f"data relation has that column; name the observations' id column in key."
-                )
-        else:
-            frames = _read_data(ctx, program)
-            data = {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}
+        frames, data, stream = _data(ctx, program)
         read_done = time.perf_counter()
-        if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
-            return Read(program, None, frames)
-        translation = Translation(program, data)
-        if stream:
-            stream.attach(translation, SELF_CHECK_SAMPLE)
-            return Read(program, translation, frames, _timings(started, parsed, read_done), stream)
-        translation.evaluate(NumpyBackend(), translation.zero_weights())  # every error, before TF
-        analysed = time.perf_counter()
-        timings = _timings(started, parsed, read_done, analysed)
+        try:
+            if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
+                return Read(program, None, frames, stream=stream)
+            translation = Translation(program, data)
+            if ctx.options.get("batch_size"):  # the key axis exists, and no weight is indexed by it
+                translation.batch_axes((ctx.options.get("key") or [None])[0])
+            relations = None
+            if stream:
+                stream.attach(translation, SELF_CHECK_SAMPLE)
+                numpy = NumpyBackend()
+                relations = {**stream.static(numpy), **stream.batch(numpy, stream.sample)}
+            # every mistake is found here, before TensorFlow starts
+            translation.evaluate(NumpyBackend(), translation.zero_weights(), relations)
+        except BaseException:
+            if stream:
+                stream.close()
+            raise
+        timings = _timings(started, parsed, read_done, time.perf_counter())
+        rows = stream.rows if stream else sum(f.n_rows for f in frames.values())
         log.info(
-            f"translated {len(program.model)} CTE(s) and the objective; read "
-            f"{sum(f.n_rows for f in frames.values())} rows of {len(frames)} data relation(s)"
+            f"translated {len(program.model)} CTE(s) and the objective; "
+            f"{'staged' if stream else 'read'} {rows} rows of {len(data)} data relation(s)"
         )
-        return Read(program, translation, frames, timings)
+        return Read(program, translation, frames, timings, stream)
 
     def fit_and_write(self, ctx: JobContext, state: Read) -> Outcome:
         if state.translation is None:
