@@ -66,3 +66,26 @@ def test_ml_predict_needs_a_model():
 def test_project_keys_far_from_ours_are_left_alone():
     options = resolve("cluster", {"owner_team": "growth", "materialized": "cluster"}, "segments")
     assert "owner_team" not in options
+
+
+def test_sql_model_defaults_and_keys():
+    options = resolve("ml_train", {"model_type": "sql", "weights": {"w": ["feature"], "b": []}, "key": "obs_id"},
+                      "sales_model")
+    assert options["batch_size"] == 0 and options["prediction"] == "predictions"
+    assert options["key"] == ["obs_id"] and options["optimizer"] == "adam" and "normalize" not in options
+
+
+def test_sql_model_needs_weights():
+    with pytest.raises(OptionError, match="sales_model.*declare them with config\\(weights="):
+        resolve("ml_train", {"model_type": "sql"}, "sales_model")
+
+
+@pytest.mark.parametrize("key, value", [("label", "y"), ("hidden_units", [8]), ("normalize", "none")])
+def test_keys_of_other_model_types_are_refused_for_sql_models(key, value):
+    with pytest.raises(OptionError, match=f"'{key}' does not apply to model_type 'sql'"):
+        resolve("ml_train", {"model_type": "sql", "weights": {"w": []}, key: value}, "sales_model")
+
+
+def test_replaces_is_an_ml_predict_key():
+    options = resolve("ml_predict", {"model": "sales_model", "replaces": "features"}, "scored")
+    assert options["replaces"] == "features"
