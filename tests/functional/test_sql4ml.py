@@ -506,6 +506,9 @@ MISTAKES = {
             ["the function my_loss()", "in the objective, line 11, column 12"]),
     "undeclared": (small(**{"(select value from b)": "(select value from bias)"}),
                    ["reads 'bias', which is neither a CTE of the program nor a declared weight", "config(weights="]),
+    "undeclared_in_data": (small(**{"), predictions as (": "), lam as (select value from lambda_weight), predictions as ("}),
+                           ["lam (line 6, column", "reads 'lambda_weight', which is neither a CTE, a relation in the "
+                            "database, nor a declared weight", "config(weights={'lambda_weight'"]),
     "not_scalar": (small(**{"select avg(power(p.value - t.value, 2))\nfrom predictions p join targets t on t.obs_id = p.obs_id":
                             "select p.obs_id, avg(power(p.value - t.value, 2))\nfrom predictions p join targets t "
                             "on t.obs_id = p.obs_id group by p.obs_id"}),
@@ -662,6 +665,19 @@ class TestOperatingSqlModels:
         scored = dict(self.rows(project, "select obs_id, predicted_value from {s}.pinned where model_version = 1"))
         expected = DIABETES_X[:50] @ np.array([w[n] for n in DIABETES.feature_names]) + b
         np.testing.assert_allclose([scored[i] for i in range(50)], expected, rtol=1e-9)
+
+    def test_replaces_must_name_a_data_cte(self, project):
+        from dbt.tests.util import write_file
+
+        write_file("{{ config(materialized='ml_predict', model='small_sql', replaces='observations') }}\n"
+                   "-- depends_on: {{ ref('small_sql') }}\nselect obs_id, feature, value from {{ ref('diabetes_features') }}",
+                   project.project_root, "models", "wrong_replaces.sql")
+        try:
+            _, output = run_dbt_and_capture(["run", "-s", "wrong_replaces"], expect_pass=False)
+        finally:
+            os.remove(os.path.join(project.project_root, "models", "wrong_replaces.sql"))
+        assert "wrong_replaces: replaces='observations' is not a data CTE of the model's program; its data CTEs " \
+               "are features, targets" in " ".join(output.split())
 
     def test_empty_builds_the_weights_table_shape(self, project):
         run_dbt(["run", "-s", "small_sql", "--empty"])
