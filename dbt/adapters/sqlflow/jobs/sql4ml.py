@@ -306,7 +306,9 @@ class Sql4mlJob:
             if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
                 return Read(program, None, frames, stream=stream)
             translation = Translation(program, data)
-            if ctx.options.get("batch_size"):  # the key axis exists, and no weight is indexed by it
+            if ctx.options.get(
+                "batch_size"
+            ):  # the key axis exists, and no weight is indexed by it
                 translation.batch_axes((ctx.options.get("key") or [None])[0])
             relations = None
             if stream:
