@@ -148,3 +148,19 @@ def test_log_and_case_follow_postgresql():
     x = X[:, 0]
     value = np.where(x > 0, np.log10(1 + x * x), np.log2(2 + x * x)) * 1.5
     assert float(got) == pytest.approx(np.sum(value - Y), rel=1e-12)
+
+
+def test_dense_size_counts_the_key_domains_not_the_rows():
+    _, t = translated(LINEAR, {"w": ["feature"], "b": []}, long_data())
+    # features: N x F cells, a value tensor and a mask; targets: N cells, value and mask
+    assert t.dense_bytes() == 8 * (N * F * 2 + N * 2)
+
+
+def test_structural_mistakes_are_found_without_the_data_tensors():
+    from dbt.adapters.sqlflow.sql4ml import codegen
+
+    data = long_data()
+    data["features"]["value"] = data["features"]["value"].astype(str).astype(object)
+    _, t = translated(LINEAR, {"w": ["feature"], "b": []}, data)
+    with pytest.raises(ProgramError, match="f.value in predictions .* is text"):
+        codegen.trace(t, {})

@@ -207,16 +207,15 @@ def _read_data(ctx: JobContext, program: Program) -> Dict[str, Frame]:
     return frames
 
 
-def _streams(ctx: JobContext, program: Program) -> bool:
+def _streams(ctx: JobContext, size: float, what: str) -> bool:
     """Mini-batches are read from the database when the data is over memory_budget_mb; a full batch
-    is always held (it is the whole data), with a note when that is over the budget."""
-    budget = ctx.options.get("memory_budget_mb", 1024) * 2**20
-    size = sum(inputs.estimated_bytes(ctx.conn, program.data_sql(n)) for n in _read_names(program))
-    if size <= budget and ctx.options.get("memory_budget_mb") != 0:
+    is always held (it is the whole data), with a warning when that is over the budget."""
+    budget = ctx.options.get("memory_budget_mb", 1024)
+    if size <= budget * 2**20 and budget != 0:
         return False
     if not ctx.options.get("batch_size"):
         log.warning(
-            f"{ctx.model_name}: the data is about {size / 2**20:.0f} MB, over memory_budget_mb, and "
+            f"{ctx.model_name}: {what} about {size / 2**20:.0f} MB, over memory_budget_mb, and "
             f"full-batch descent holds all of it; set batch_size (and key) to read mini-batches."
         )
         return False
@@ -268,20 +267,24 @@ def _program(ctx: JobContext) -> Program:
     return program
 
 
-def _data(ctx: JobContext, program: Program):
+def _data(ctx: JobContext, program: Program, stream: bool):
     """(frames read whole, the columns the translation is built on, the Stream or None)."""
-    if ctx.empty or not _streams(ctx, program):
+    if not stream:
         frames = _read_data(ctx, program)
         return frames, {n: {c.name: c.values for c in f.columns} for n, f in frames.items()}, None
     key = (ctx.options.get("key") or [None])[0]
-    stream = Stream(ctx.conn, program, key, _read_names(program))
-    if not stream.staged:
-        stream.close()
+    staged = Stream(ctx.conn, program, key, _read_names(program))
+    if not staged.staged:
+        staged.close()
         raise InputError(
             f"batch_size > 0 reads mini-batches along key={key!r}, but no data relation the "
             f"objective reads has that column; name the observations' id column in key."
         )
-    return stream.frames, stream.data(), stream
+    return staged.frames, staged.data(), staged
+
+
+def _planned_bytes(ctx: JobContext, program: Program) -> float:
+    return sum(inputs.estimated_bytes(ctx.conn, program.data_sql(n)) for n in _read_names(program))
 
 
 class Sql4mlJob:
@@ -294,29 +297,31 @@ class Sql4mlJob:
             raise _located(error) from None
 
     def _read(self, ctx: JobContext) -> Read:
-        from dbt.adapters.sqlflow.sql4ml.tensors import NumpyBackend
+        from dbt.adapters.sqlflow.sql4ml import codegen
         from dbt.adapters.sqlflow.sql4ml.translate import Translation
 
         started = time.perf_counter()
         program = _program(ctx)
         parsed = time.perf_counter()
-        frames, data, stream = _data(ctx, program)
+        streamed = not ctx.empty and _streams(ctx, _planned_bytes(ctx, program), "the data is")
+        frames, data, stream = _data(ctx, program, streamed)
         read_done = time.perf_counter()
         try:
             if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
                 return Read(program, None, frames, stream=stream)
             translation = Translation(program, data)
-            if ctx.options.get(
-                "batch_size"
-            ):  # the key axis exists, and no weight is indexed by it
+            dense = translation.dense_bytes()
+            if not stream and _streams(ctx, dense, "its tensors would take"):
+                log.info(
+                    f"the data tensors would take {dense / 2**20:.0f} MB: reading mini-batches"
+                )
+                frames, data, stream = _data(ctx, program, True)
+                translation = Translation(program, data)
+            if ctx.options.get("batch_size"):  # the key axis exists; no weight is indexed by it
                 translation.batch_axes((ctx.options.get("key") or [None])[0])
-            relations = None
             if stream:
                 stream.attach(translation, SELF_CHECK_SAMPLE)
-                numpy = NumpyBackend()
-                relations = {**stream.static(numpy), **stream.batch(numpy, stream.sample)}
-            # every mistake is found here, before TensorFlow starts
-            translation.evaluate(NumpyBackend(), translation.zero_weights(), relations)
+            codegen.trace(translation, {})  # every mistake is found here, before TensorFlow starts
         except BaseException:
             if stream:
                 stream.close()

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from dbt.adapters.sqlflow.sql4ml.tensors import TINY, NumpyBackend
-from dbt.adapters.sqlflow.sql4ml.translate import Relation, Translation
+from dbt.adapters.sqlflow.sql4ml.translate import NotNumeric, Relation, Translation
 
 
 class Dim(int):
@@ -185,9 +185,13 @@ def trace(translation: Translation, key_axes: Dict[str, int]) -> Tuple[List[str]
         shape = [len(translation.domain(name, k)) for k in keys]
         if name in key_axes:
             shape[key_axes[name]] = Dim(shape[key_axes[name]])
-        values = {
+        numeric = translation.value_columns(name)
+        values: Dict[str, Any] = {
             c: Sym(tracer, f"data[{name!r}][{c!r}]", tuple(shape))
-            for c in translation.value_columns(name)
+            if c in numeric
+            else NotNumeric(name, c)
+            for c in translation.data.get(name, {})
+            if c not in keys
         }
         mask = Sym(tracer, f"masks[{name!r}]", tuple(shape))
         relations[name] = Relation(keys, values, mask, "data")

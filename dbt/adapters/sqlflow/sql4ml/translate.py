@@ -325,6 +325,15 @@ class Translation:
         """The data CTEs the translated part reads, with their key columns (the tensors' axes)."""
         return {n: self.keys[n] for n in self.program.data if n in self.keys}
 
+    def dense_bytes(self) -> int:
+        """What the data tensors take in memory: a value tensor per numeric column and a mask, over
+        the product of the key domains (a long relation of n rows can be far larger dense)."""
+        total = 0
+        for name, keys in self.data_keys().items():
+            cells = int(np.prod([len(self.domain(name, k)) for k in keys])) if keys else 1
+            total += 8 * cells * (1 + len(self.value_columns(name)))
+        return total
+
     def value_columns(self, name: str) -> List[str]:
         keys = self.keys[name]
         return [
