@@ -164,3 +164,20 @@ def test_structural_mistakes_are_found_without_the_data_tensors():
     _, t = translated(LINEAR, {"w": ["feature"], "b": []}, data)
     with pytest.raises(ProgramError, match="f.value in predictions .* is text"):
         codegen.trace(t, {})
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("group by f.obs_id", "where f.value > 0 group by f.obs_id", "WHERE in predictions"),
+    ("group by f.obs_id", "group by f.obs_id having count(*) > 1", "HAVING in predictions"),
+    ("from features f join w", "from features f left join w", "LEFT JOIN in predictions"),
+    ("select f.obs_id, sum", "select distinct f.obs_id, sum", "DISTINCT in predictions"),
+])
+def test_clauses_the_translation_would_ignore_are_refused(old, new, message):
+    with pytest.raises(ProgramError, match=message + r" \(line \d+, column \d+\) is not supported"):
+        translated(LINEAR.replace(old, new), {"w": ["feature"], "b": []}, long_data())
+
+
+def test_a_where_in_a_data_cte_is_fine():
+    sql = LINEAR.replace("from house_features)", "from house_features where value > -100)")
+    _, t = translated(sql, {"w": ["feature"], "b": []}, long_data())
+    assert t.weight_shape("w") == (F,)

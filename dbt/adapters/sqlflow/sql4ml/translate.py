@@ -103,9 +103,41 @@ def _aggregates(node) -> bool:
     return any(_aggregates(child) for child in node.iter_expressions())
 
 
+# Clauses the translated part does not evaluate: refused rather than ignored.
+_UNSUPPORTED_CLAUSES = {
+    "where": "WHERE",
+    "having": "HAVING",
+    "order": "ORDER BY",
+    "limit": "LIMIT",
+    "offset": "OFFSET",
+    "distinct": "DISTINCT",
+    "qualify": "QUALIFY",
+}
+
+
+def _check_clauses(select, scope: str, text: str) -> None:
+    for arg, clause in _UNSUPPORTED_CLAUSES.items():
+        node = select.args.get(arg)
+        if node:
+            raise ProgramError(
+                f"{clause} in {scope} ({position(text, node)}) is not supported in the part of the "
+                f"program that depends on a weight: filter or order in a data CTE (one that reads no "
+                f"weight), or write the condition as CASE WHEN."
+            )
+    for join in select.args.get("joins") or []:
+        if join.side or join.kind not in ("", "INNER", "CROSS"):
+            raise ProgramError(
+                f"{' '.join(p for p in (join.side, join.kind) if p)} JOIN in {scope} "
+                f"({position(text, join)}) is not supported in the part of the program that depends "
+                f"on a weight: only inner equality joins and cross joins align tensors."
+            )
+
+
 def _sources(select, scope: str = "", text: str = "") -> List[Tuple[str, str]]:
     """(alias, relation) of the FROM and every join."""
     from sqlglot import exp
+
+    _check_clauses(select, scope, text)
 
     tables = []
     from_ = _arg(select, "from")
