@@ -80,6 +80,7 @@ class SqlflowAdapter(PostgresAdapter):
         from dbt.adapters.sqlflow import jobs, registry
         from dbt.adapters.sqlflow.jobs.context import JobContext, Targets
 
+        _keep_ctrl_c_for_the_main_thread()
         options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
         connection = self.connections.get_thread_connection()
@@ -178,6 +179,19 @@ class SqlflowAdapter(PostgresAdapter):
                 f"{model_name}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
                 f"This is a bug; the traceback is in logs/dbt.log."
             ) from exc
+
+
+def _keep_ctrl_c_for_the_main_thread() -> None:
+    """Block SIGINT in this worker thread, and so in the threads TensorFlow starts from it. Python
+    handles signals in the main thread only; delivered to a thread that does not block it, Ctrl-C
+    would leave dbt's main thread waiting on the node (seen once in CI: the first Ctrl-C ignored)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() and hasattr(
+        signal, "pthread_sigmask"
+    ):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 log_bridge.install()
