@@ -77,7 +77,18 @@ class TestTableConfigs:
         run_dbt(["seed"])
         run_dbt(["run", "-s", "net"])
         s = project.test_schema
+        digest = project.run_sql(f"select artifact_sha256 from {s}.sqlflow_models where relation_identifier = 'net'",
+                                 fetch="one")[0]
+        assert len(digest) == 64, "every stored artifact carries its SHA-256"
+        # truncated in the registry: the digest no longer matches, checked before anything is loaded
         project.run_sql(f"update {s}.sqlflow_models set artifact = substring(artifact from 1 for 200) "
+                        f"where relation_identifier = 'net'")
+        _, output = run_dbt_and_capture(["run", "-s", "net_scored"], expect_pass=False)
+        assert ("the stored artifact of net v1 is unreadable or unsafe (its SHA-256 does not match the one "
+                "registered with it); retrain it") in output
+        assert "safe_mode" not in output and "This is a bug" not in output
+        # rewritten along with its digest: the safe loader still refuses what is not a Keras file
+        project.run_sql(f"update {s}.sqlflow_models set artifact_sha256 = encode(sha256(artifact), 'hex') "
                         f"where relation_identifier = 'net'")
         _, output = run_dbt_and_capture(["run", "-s", "net_scored"], expect_pass=False)
         assert "the stored artifact of net v1 is unreadable or unsafe; retrain it" in output

@@ -33,11 +33,25 @@ class RegistryError(SqlflowError, LookupError):
 class ArtifactError(SqlflowError):
     """A stored artifact cannot be read safely; the model must be retrained."""
 
-    def __init__(self, model_name: str = "the model", version: object = "?"):
-        self.model_name, self.version = model_name, version
+    def __init__(self, model_name: str = "the model", version: object = "?", reason: str = ""):
+        self.model_name, self.version, self.reason = model_name, version, reason
         super().__init__(
-            f"the stored artifact of {model_name} v{version} is unreadable or unsafe; retrain it "
-            f"(dbt run -s {model_name} --full-refresh)."
+            f"the stored artifact of {model_name} v{version} is unreadable or unsafe"
+            f"{' (' + reason + ')' if reason else ''}; retrain it "
+            f"(dbt run -s {model_name} --full-refresh), or promote another version."
+        )
+
+
+class Rejected(SqlflowError):
+    """A trained candidate failed a promote_if gate: it is registered as rejected, nothing swapped."""
+
+    def __init__(self, version: int, live: object, failures: list):
+        self.version, self.live, self.failures = version, live, failures
+        kept = f"v{live} stays live" if live else "no version is live"
+        super().__init__(
+            f"v{version} was not promoted ({'; '.join(failures)}), so it is registered as rejected "
+            f"and {kept} with its tables. Review it with ml_versions(ref(...)); promote it anyway "
+            f"with dbt run-operation sqlflow_promote, or change promote_if."
         )
 
 

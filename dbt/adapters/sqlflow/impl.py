@@ -6,6 +6,7 @@ from typing import Dict, Iterator, List, Optional
 import psycopg2
 from dbt.adapters.base import BaseRelation, available
 from dbt.adapters.contracts.connection import AdapterResponse
+from dbt.adapters.contracts.relation import RelationType
 from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.impl import PostgresAdapter, PostgresConfig
 from dbt_common.exceptions import DbtDatabaseError, DbtRuntimeError
@@ -109,18 +110,110 @@ class SqlflowAdapter(PostgresAdapter):
             artifact_dir=self._artifact_dir(),
         )
         job = jobs.for_node(materialization, options["model_type"])
-        with self._user_facing_errors(model["name"]):
-            state = job.read(ctx)
-            try:
-                self.connections.commit_and_continue()  # the read phase (and in-tx pre-hooks) ends here
-                outcome = job.fit_and_write(ctx, state)
-            finally:
-                job.close(state)
+        try:
+            with self._user_facing_errors(model["name"]):
+                state = job.read(ctx)
+                try:
+                    self.connections.commit_and_continue()  # the read phase (and in-tx pre-hooks) ends here
+                    outcome = self._fit_and_write(job, ctx, state)
+                finally:
+                    job.close(state)
+        except BaseException:
+            self._unlock_after_failure(relation)
+            raise
         code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[
             materialization
         ]
-        code = "UNCHANGED" if outcome.unchanged else code
+        code = "REJECTED" if outcome.rejected else "UNCHANGED" if outcome.unchanged else code
         return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
+
+    def _fit_and_write(self, job, ctx, state):
+        """The write phase. A candidate rejected by promote_if has written nothing but its registry
+        row, which is committed alone; then the node fails or, with on_gate_fail='warn', keeps the
+        live version's tables (the materialization swaps nothing)."""
+        from dbt.adapters.sqlflow.errors import Rejected
+        from dbt.adapters.sqlflow.jobs.context import Outcome
+
+        try:
+            return job.fit_and_write(ctx, state)
+        except Rejected as rejected:
+            self.connections.commit_and_continue()
+            if ctx.options.get("on_gate_fail") != "warn":
+                raise
+            logger.warning(f"{ctx.model_name}: {rejected}")
+            return Outcome(0, rejected.version, f"REJECTED v{rejected.version}", rejected=True)
+
+    @available
+    def sqlflow_lock(self, relation: BaseRelation) -> bool:
+        """One build of an ML model at a time, across dbt processes: a session advisory lock on its
+        relation, held until the swap commits (sqlflow_unlock). Returns whether it had to wait, in
+        which case the relation cache may be stale (the other process may have created the table)."""
+        from dbt.adapters.sqlflow import node_lock
+
+        handle = self.connections.get_thread_connection().handle
+        return node_lock.acquire(handle, relation.render(), relation.identifier, logger.info)
+
+    @available
+    def sqlflow_unlock(self, relation: BaseRelation) -> str:
+        from dbt.adapters.sqlflow import node_lock
+
+        node_lock.release(self.connections.get_thread_connection().handle, relation.render())
+        return ""
+
+    def _unlock_after_failure(self, relation: BaseRelation) -> None:
+        from dbt.adapters.sqlflow import node_lock
+
+        node_lock.release_after_failure(
+            self.connections.get_thread_connection().handle, relation.render()
+        )
+
+    @available
+    def sqlflow_current_relation(self, relation: BaseRelation) -> Optional[BaseRelation]:
+        """The relation as the catalog has it now (not the run's cache), added to the cache."""
+        from dbt.adapters.sqlflow.node_lock import relation_kind
+
+        handle = self.connections.get_thread_connection().handle
+        kind = relation_kind(handle, relation.schema, relation.identifier)
+        if kind is None:
+            return None
+        found = self.Relation.create(
+            database=relation.database,
+            schema=relation.schema,
+            identifier=relation.identifier,
+            type=RelationType(kind),
+        )
+        self.cache_added(found)
+        return found
+
+    @available
+    def sqlflow_promote(
+        self, relation: BaseRelation, model_name: str, version, invocation_id: Optional[str]
+    ) -> str:
+        """`dbt run-operation sqlflow_promote`: make a registered version live, committed here."""
+        from dbt.adapters.sqlflow import registry
+
+        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
+        table = registry.table_name(
+            self.sqlflow_registry_schema(), self.config.credentials.database
+        )
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DbtRuntimeError(
+                f"{model_name}: version must be a version number (--args '{{model: {model_name}, "
+                f"version: 3}}'), got {version!r}."
+            )
+        connection = self.connections.get_thread_connection()
+        with self._user_facing_errors(model_name):
+            registry.ensure(connection.handle, table, self.sqlflow_registry_schema())
+            previous = registry.promote(
+                connection.handle, table, key, version, invocation_id, model_name
+            )
+            connection.handle.commit()
+        if previous == version:
+            return f"{model_name}: v{version} is already live."
+        return (
+            f"{model_name}: v{version} is live (was v{previous}); ml_predict and the scoring "
+            f"macros use it from their next run."
+        )
 
     def _artifact_dir(self) -> Optional[str]:
         """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""

@@ -2,6 +2,7 @@
 checks that turn a mistyped or misplaced key into a message naming the key and the fix."""
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -84,6 +85,45 @@ def _one_of(*values):
     return lambda v: v in values
 
 
+_AGE = re.compile(
+    r"^\s*\d+(\.\d+)?\s*(second|minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE
+)
+_GATE = re.compile(r"^\s*(>=|<=|>|<|=|==)\s*(live|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)\s*$")
+
+
+def _is_gate_map(v) -> bool:
+    return (
+        isinstance(v, dict)
+        and len(v) > 0
+        and all(isinstance(k, str) and isinstance(c, str) and _GATE.match(c) for k, c in v.items())
+    )
+
+
+# How a trained model is kept in service (design section 10): none of these changes what is learned,
+# so retrain='on_change' ignores them when it compares a version's options.
+OPERATION = [
+    Option(
+        "max_age",
+        None,
+        lambda v: v is None or (isinstance(v, str) and bool(_AGE.match(v))),
+        "an age such as '7 days', '12 hours' or '1 month'",
+    ),
+    Option(
+        "promote_if",
+        None,
+        lambda v: v is None or _is_gate_map(v),
+        "a map of metric to condition, e.g. {'eval_roc_auc': '>= 0.70', 'eval_log_loss': '<= live'}",
+    ),
+    Option("on_gate_fail", "error", _one_of("error", "warn"), "'error' or 'warn'"),
+    Option(
+        "keep_versions",
+        0,
+        lambda v: _is_int(v, 0),
+        "a number of versions whose artifacts are kept (0 = all)",
+    ),
+]
+OPERATIONAL_KEYS = ("retrain", "max_age", "promote_if", "on_gate_fail", "keep_versions")
+
 COMMON = [
     Option("model_type", None, lambda v: isinstance(v, str), "a model type name"),
     Option("features", None, lambda v: v is None or _is_name_list(v), "a list of column names"),
@@ -111,8 +151,13 @@ COMMON = [
         lambda v: _is_int(v, 0),
         "a whole number of rows per batch >= 0 (0 = the default, 50,000)",
     ),
-    Option("retrain", "always", _one_of("always", "on_change"), "'always' or 'on_change'"),
-]
+    Option(
+        "retrain",
+        "always",
+        _one_of("always", "on_change", "never", "max_age"),
+        "'always', 'on_change', 'never' or 'max_age' (with max_age='7 days')",
+    ),
+] + OPERATION
 
 CLUSTER_TYPES = ("kmeans", "em")
 DEC = ("dec",)
@@ -145,6 +190,12 @@ CLUSTER = [
     Option("pass_through", True, lambda v: isinstance(v, bool), "true or false"),
     Option(
         "label_column", "cluster_id", lambda v: isinstance(v, str) and v != "", "a column name"
+    ),
+    Option(
+        "stable_ids",
+        True,
+        lambda v: isinstance(v, bool),
+        "true or false (match a retrained model's clusters to the live version's ids)",
     ),
 ]
 LINEAR_TYPES = ("linear_regression", "logistic_regression")
@@ -316,6 +367,12 @@ PREDICT = [
         "sample_size", 50_000, lambda v: _is_int(v, 1), "a whole number of rows per batch >= 1"
     ),
     Option(
+        "incremental",
+        False,
+        lambda v: isinstance(v, bool),
+        "true or false (score only new rows and rows of a version no longer live; needs unique_key)",
+    ),
+    Option(
         "replaces",
         None,
         lambda v: v is None or (isinstance(v, str) and v != ""),
@@ -337,7 +394,8 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
         return [o for o in COMMON if o.name != "label"] + TRAIN
     if model_type == "sql":  # the program says what it reads: no feature or encoding keys
         trained = ("learning_rate", "epochs", "optimizer", "early_stopping", "memory_budget_mb")
-        common = [o for o in COMMON if o.name in ("model_type", "key", "seed", "retrain")]
+        kept = ("model_type", "key", "seed") + OPERATIONAL_KEYS
+        common = [o for o in COMMON if o.name in kept]
         return common + [o for o in TRAIN if o.name in trained] + SQL_OPTIONS
     if model_type == "dec":
         shared = [
@@ -427,6 +485,30 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
             f"{where}: a sql model learns the weights its SQL reads: declare them with "
             f"config(weights={{'w': ['feature'], 'b': []}}) (name: index columns)."
         )
+    _check_operation(where, materialization, resolved, config)
     if materialization == "ml_predict" and not resolved.get("model"):
         raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")
     return resolved
+
+
+def _check_operation(where: str, materialization: str, resolved: Dict, config: Dict) -> None:
+    """Keys that only make sense together."""
+    if materialization == "ml_predict":
+        unique_key = config.get("unique_key")
+        resolved["unique_key"] = [unique_key] if isinstance(unique_key, str) else unique_key
+        if resolved.get("incremental") and not unique_key:
+            raise OptionError(
+                f"{where}: incremental=true scores only rows it has not scored yet, which it finds "
+                f"by key: add config(unique_key='<column>') (or a list of columns)."
+            )
+        return
+    if resolved.get("retrain") == "max_age" and not resolved.get("max_age"):
+        raise OptionError(
+            f"{where}: retrain='max_age' retrains when the live version is older than max_age: "
+            f"add config(max_age='7 days')."
+        )
+    if resolved.get("max_age") and resolved.get("retrain") != "max_age":
+        raise OptionError(
+            f"{where}: max_age={resolved['max_age']!r} is read with retrain='max_age' only; "
+            f"add config(retrain='max_age') or remove max_age."
+        )

@@ -48,5 +48,10 @@ class Outcome:
     version: int
     message: str
     k: int = 0
-    unchanged: bool = False  # retrain='on_change' found nothing new: the existing relations stay
+    unchanged: bool = (
+        False  # the retrain policy kept the live version: the existing relations stay
+    )
+    rejected: bool = (
+        False  # promote_if rejected the candidate (on_gate_fail='warn'): relations stay
+    )
     info: Dict = field(default_factory=dict)

@@ -87,6 +87,11 @@ def _network(trained: registry.ModelVersion) -> supervised.KerasModel:
     )
 
 
+def trained_model(trained: registry.ModelVersion):
+    """The estimator a registered supervised version scores with."""
+    return _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
+
+
 def _autoencoder_columns(model: supervised.KerasModel, X: np.ndarray) -> List[Column]:
     embedding = model.embedding(X)
     error = ((model.output(X) - X) ** 2).mean(axis=1)
@@ -141,7 +146,7 @@ def _scorer(trained, options: Dict):
         }
         predict = lambda X: cluster.assignment_columns(model, X, scoring)  # noqa: E731
     else:
-        network = _linear(trained) if trained.model_type in LINEAR_TYPES else _network(trained)
+        network = trained_model(trained)
         predict = lambda X: _prediction_columns(trained, network, X, options)  # noqa: E731
 
     def score(frame: Frame) -> Frame:
@@ -367,6 +372,7 @@ class PredictJob:
                 ctx.model_key(options["model"]),
                 None if version in (None, "latest") else version,
                 model_name=options["model"],
+                latest=version == "latest",
             )
         except registry.RegistryError:
             if ctx.empty:  # dbt run --empty before the model was ever trained

@@ -129,7 +129,36 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
         fingerprint,
         int((~held).sum()),
         int(held.sum()),
+        _live_evaluator(frame, held, target, options),
     )
+
+
+def _live_evaluator(frame: Frame, held: np.ndarray, target, options: Dict):
+    """For promote_if's '<= live': the live version's metrics on this run's held-out rows, so the
+    candidate and the live model are judged on the same split. None where the live version cannot
+    score them (another model type, other classes, a feature the SELECT no longer returns)."""
+    if target is None or not held.any():
+        return None
+
+    def evaluate(live: registry.ModelVersion) -> Optional[Dict]:
+        from dbt.adapters.sqlflow.jobs import predict
+
+        names = [f["name"] for f in live.features["features"]]
+        same_classes = registry.dumps(live.parameters.get("classes")) == registry.dumps(
+            target.classes
+        )
+        if live.model_type != options["model_type"] or not same_classes:
+            return None
+        if any(n not in frame for n in names):
+            return None
+        X = FeatureEncoder.from_dict(live.features).transform(
+            inputs.raw_columns(frame.take(held), names)
+        )
+        model = predict.trained_model(live)
+        scored = supervised.metrics(target.task, target.y[held], model.output(X))
+        return {f"eval_{k}": v for k, v in scored.items()}
+
+    return evaluate
 
 
 class TrainJob:
@@ -164,6 +193,7 @@ def _register_and_write(
     fingerprint,
     train_rows,
     held_rows,
+    live_metrics=None,
 ) -> Outcome:
     """Register the version (in the same transaction as the swap) and write the weights table."""
     linear = isinstance(model, supervised.LinearModel)
@@ -202,6 +232,7 @@ def _register_and_write(
             sql_fingerprint=steps.sql_fingerprint(ctx.sql),
             artifact=None if linear else model.artifact,
         ),
+        live_metrics,
     )
     frame = (weights.linear_weights_frame if linear else weights.network_weights_frame)(
         model, encoder, version

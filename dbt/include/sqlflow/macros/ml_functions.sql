@@ -26,10 +26,10 @@
   and relation_identifier = {{ _sqlflow_literal(relation.identifier) }}
 {%- endmacro %}
 
+{#- The version in use: the live one (promote_if and sqlflow_promote decide which). -#}
 {% macro _sqlflow_latest(relation) -%}
   (select * from {{ sqlflow_registry_relation() }}
-   where {{ _sqlflow_rows_of(relation) }}
-   order by version desc limit 1)
+   where {{ _sqlflow_rows_of(relation) }} and status = 'live')
 {%- endmacro %}
 
 {% macro ml_centroids(relation) -%}
@@ -45,8 +45,9 @@
 {%- endmacro %}
 
 {% macro ml_versions(relation, alias='ml_versions') -%}
-  (select model_name, version, model_type, materialization, row_count, metrics, options, trained_at,
-          invocation_id, input_fingerprint, unique_id
+  (select model_name, version, status, model_type, materialization, row_count, metrics, options, trained_at,
+          invocation_id, input_fingerprint, unique_id, artifact is not null as has_artifact, artifact_sha256,
+          events
    from {{ sqlflow_registry_relation() }}
    where {{ _sqlflow_rows_of(relation) }}) as {{ adapter.quote(alias) }}
 {%- endmacro %}
@@ -75,3 +76,33 @@
    from {{ _sqlflow_latest(relation) }} as latest,
         jsonb_array_elements(latest.features -> 'features') with ordinality as f(value, ordinality)) as {{ adapter.quote(alias) }}
 {%- endmacro %}
+
+
+{#- dbt run-operation sqlflow_promote --args '{model: churn_model, version: 3}'
+    Makes a registered version live (a rollback, or a rejected candidate after review); the registry
+    records who and which invocation in the events of both versions. -#}
+{% macro sqlflow_promote(model, version) %}
+  {%- set relation = _sqlflow_model_relation(model) -%}
+  {%- set message = adapter.sqlflow_promote(relation, model, version, invocation_id) -%}
+  {{ log(message, info=true) }}
+{% endmacro %}
+
+{#- The relation of the ML model named `model` in this project (its alias and custom schema). -#}
+{% macro _sqlflow_model_relation(model) %}
+  {%- set found = [] -%}
+  {%- for node in graph.nodes.values() -%}
+    {%- if node.resource_type == 'model' and node.name == model -%}{%- do found.append(node) -%}{%- endif -%}
+  {%- endfor -%}
+  {%- if not found -%}
+    {%- set ml = [] -%}
+    {%- for node in graph.nodes.values() -%}
+      {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train') -%}
+        {%- do ml.append(node.name) -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {{ exceptions.raise_compiler_error("sqlflow: no model named '" ~ model ~ "' in this project; its ML models are: "
+                                       ~ (ml | sort | join(', ') or 'none')) }}
+  {%- endif -%}
+  {{ return(api.Relation.create(database=found[0].database, schema=found[0].schema,
+                                identifier=found[0].alias or found[0].name)) }}
+{% endmacro %}

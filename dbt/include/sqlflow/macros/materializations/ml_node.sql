@@ -8,11 +8,15 @@
   {%- set options = adapter.sqlflow_options(materialization, model.config, model.name) -%}
   {%- do sqlflow_reject_unsupported_configs(materialization) -%}
   {%- set target_relation = this.incorporate(type='table') -%}
-  {%- set existing = load_cached_relation(this) -%}
+  {#- one build of this model at a time across dbt processes; after a wait the cache may be stale -#}
+  {%- set waited = adapter.sqlflow_lock(this) -%}
+  {%- set existing = adapter.sqlflow_current_relation(this) if waited else load_cached_relation(this) -%}
   {%- set outputs = [(target_relation, existing)] -%}
   {%- for suffix in side_suffixes -%}
     {%- set side = this.incorporate(path={'identifier': adapter.sqlflow_side_identifier(this.identifier, suffix)}, type='table') -%}
-    {%- do outputs.append((side, adapter.get_relation(database=side.database, schema=side.schema, identifier=side.identifier))) -%}
+    {%- set found = adapter.sqlflow_current_relation(side) if waited
+                    else adapter.get_relation(database=side.database, schema=side.schema, identifier=side.identifier) -%}
+    {%- do outputs.append((side, found)) -%}
   {%- endfor -%}
   {#- side tables of an earlier cluster build that this materialization does not write -#}
   {%- set stale = adapter.sqlflow_stale_side_tables(this, ['centroids', 'profile'] | reject('in', side_suffixes) | list) -%}
@@ -40,8 +44,9 @@
                                           sqlflow_ref_relations(), invocation_id, existing is not none,
                                           should_full_refresh(), (flags.EMPTY or false)) -%}
 
-  {#- retrain='on_change' with nothing new: no intermediates were written, the relations stay -#}
-  {%- set changed = response.code != 'UNCHANGED' -%}
+  {#- the retrain policy kept the live version, or promote_if rejected the candidate with
+      on_gate_fail='warn': no intermediates were written, the relations stay -#}
+  {%- set changed = response.code not in ('UNCHANGED', 'REJECTED') -%}
   {%- for s in (staged if changed else []) -%}
     {%- if config.get('unlogged') -%}
       {%- do run_query('alter table ' ~ s.intermediate ~ ' set unlogged') -%}
@@ -73,6 +78,7 @@
   {%- for s in staged -%}
     {%- do drop_relation_if_exists(s.backup) -%}
   {%- endfor -%}
+  {%- do adapter.sqlflow_unlock(this) -%}
   {{ run_hooks(post_hooks, inside_transaction=False) }}
 
   {{ return({'relations': staged | map(attribute='target') | list}) }}
