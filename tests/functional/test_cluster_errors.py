@@ -84,7 +84,7 @@ class TestPredictErrors:
         _, output = run_dbt_and_capture(["run", "-s", "scored"], expect_pass=False)
         assert "model 'segments' v1 was trained on 'y', 'city', which the SELECT does not return" in output
         _, output = run_dbt_and_capture(["run", "-s", "versioned"], expect_pass=False)
-        assert "version 9 of model 'segments' is not in the registry" in output and "there: [1]" in output
+        assert "version 9 of model 'segments' is not in the registry" in output and "there: 1 live)" in output
         run_dbt(["run", "-s", "scored", "--vars", '{"more": ", y, city"}'])
         count = project.run_sql(f"select count(*), count(cluster_id) from {project.test_schema}.scored", fetch="one")
         assert count == (60, 60)

@@ -224,3 +224,56 @@ class TestKeepVersions:
         _, output = run_dbt_and_capture(["run-operation", "sqlflow_promote", "--args", "{model: net, version: 1}"],
                                         expect_pass=False)
         assert "version 1 of model 'net' is retired" in output
+
+
+NET = """
+{{ config(materialized='ml_train', model_type='dnn_regressor', label='y', key='id', hidden_units=[8],
+          batch_size=8, epochs=var('epochs', 2), seed=1) }}
+select * from {{ ref('points') }}
+"""
+
+
+class TestTwoProcessesBuildOneModel:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"points.csv": POINTS}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"net.sql": NET}
+
+    def test_the_second_waits_and_builds_after_the_first(self, project, profiles_root):
+        import os
+        import subprocess
+        import sys
+        import time
+
+        s = project.test_schema
+        run_dbt(["seed"])
+        run_dbt(["run"])
+        dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
+
+        def start(epochs, log):
+            return subprocess.Popen([dbt, "run", "--vars", f"{{epochs: {epochs}}}", "--project-dir",
+                                     str(project.project_root), "--profiles-dir", str(profiles_root)],
+                                    stdout=log, stderr=subprocess.STDOUT, text=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+        logs = [open(os.path.join(project.project_root, f"p{i}.log"), "w+") for i in (0, 1)]
+        first = start(300, logs[0])
+        deadline = time.monotonic() + 120
+        while "epoch 1/300" not in open(logs[0].name).read():  # the first holds the lock and trains
+            assert time.monotonic() < deadline and first.poll() is None, open(logs[0].name).read()
+            time.sleep(0.2)
+        second = start(2, logs[1])
+        assert first.wait(timeout=600) == 0, open(logs[0].name).read()
+        assert second.wait(timeout=600) == 0, open(logs[1].name).read()
+        waited = open(logs[1].name).read()
+        assert "is building this model; waiting for it to finish" in waited
+        rows = project.run_sql(f"select version, status, (training_info ->> 'epochs')::int from "
+                               f"{s}.sqlflow_models order by 1", fetch="all")
+        assert rows == [(1, "candidate", 2), (2, "candidate", 300), (3, "live", 2)], \
+            "the second built after the first committed, on top of it"
+        assert project.run_sql(f"select distinct model_version from {s}.net", fetch="all") == [(3,)]
+        assert project.run_sql(f"select count(*) from pg_class where relname like 'net__dbt%'",
+                               fetch="one")[0] == 0, "no intermediate or backup relation left"
