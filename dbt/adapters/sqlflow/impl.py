@@ -74,6 +74,7 @@ class SqlflowAdapter(PostgresAdapter):
         relation_exists: bool = False,
         full_refresh: bool = False,
         empty: bool = False,
+        increment: bool = False,
     ) -> AdapterResponse:
         """Train (or score) the node into the intermediate tables named by `targets`: the job's read
         phase, a commit (so no lock is held while it trains), then its fit-and-write phase, which the
@@ -103,6 +104,7 @@ class SqlflowAdapter(PostgresAdapter):
             relation_exists=relation_exists,
             full_refresh=full_refresh,
             empty=empty,
+            increment=increment,
             refs={
                 name: registry.ModelKey(r["database"], r["schema"], r["identifier"])
                 for name, r in (refs or {}).items()

@@ -496,6 +496,7 @@ def _check_operation(where: str, materialization: str, resolved: Dict, config: D
     if materialization == "ml_predict":
         unique_key = config.get("unique_key")
         resolved["unique_key"] = [unique_key] if isinstance(unique_key, str) else unique_key
+        resolved["on_schema_change"] = config.get("on_schema_change") or "ignore"
         if resolved.get("incremental") and not unique_key:
             raise OptionError(
                 f"{where}: incremental=true scores only rows it has not scored yet, which it finds "

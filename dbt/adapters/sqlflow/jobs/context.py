@@ -32,6 +32,9 @@ class JobContext:
     invocation_id: Optional[str] = None
     relation_exists: bool = False
     full_refresh: bool = False
+    increment: bool = (
+        False  # ml_predict merges new rows into its existing table (incremental=true)
+    )
     empty: bool = False  # `dbt run --empty`: the SELECT has no rows; build the relations' shape, train nothing
     refs: Mapping[str, ModelKey] = field(default_factory=dict)  # ref'd models by node name
     artifact_dir: Optional[str] = None  # target/sqlflow: files a node writes beside dbt's own

@@ -19,7 +19,7 @@ from dbt.adapters.sqlflow.data import (
 )
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.errors import ArtifactError
-from dbt.adapters.sqlflow.jobs import cluster, inputs, steps
+from dbt.adapters.sqlflow.jobs import cluster, increment, inputs, steps
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.jobs.weights import original_units
 from dbt.adapters.sqlflow.ml import supervised
@@ -324,7 +324,7 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
         return cur.rowcount
 
 
-def _score_sql_model(ctx: JobContext, trained: registry.ModelVersion) -> int:
+def _score_sql_model(ctx: JobContext, trained: registry.ModelVersion, sql: str) -> int:
     """A sql4ml model: its prediction CTE over the weights table (or, for an older version, the
     registry's copy of the weights), this node's SELECT in place of the data relation it reads."""
     from dbt.adapters.sqlflow.sql4ml.scoring import prediction_sql
@@ -339,7 +339,7 @@ def _score_sql_model(ctx: JobContext, trained: registry.ModelVersion) -> int:
         sql = prediction_sql(
             trained.parameters,
             trained.options,
-            ctx.sql,
+            sql,
             trained.version,
             source,
             ctx.options.get("replaces"),
@@ -360,7 +360,8 @@ def _write_unscored(ctx: JobContext, columns) -> None:
 
 class PredictJob:
     """ml_predict: the model is loaded and, for scoring in Python, the input read in the read phase;
-    scoring in PostgreSQL is one CREATE TABLE AS in the write phase."""
+    scoring in PostgreSQL is one CREATE TABLE AS in the write phase. An incremental run scores only
+    the rows the table lacks or holds from another version; the materialization merges them in."""
 
     def read(self, ctx: JobContext):
         options = ctx.options
@@ -376,41 +377,60 @@ class PredictJob:
             )
         except registry.RegistryError:
             if ctx.empty:  # dbt run --empty before the model was ever trained
-                return None, describe(ctx.conn, ctx.sql)
+                return None, describe(ctx.conn, ctx.sql), ctx.sql
             raise
-        if trained.model_type == "sql":  # its prediction is SQL: it runs where it was written
-            return trained, None
-        if _in_database(options, trained.model_type):
-            return trained, None
-        if not inputs.should_stream(ctx.conn, ctx.sql, options):
-            return trained, read_frame(ctx.conn, ctx.sql)
-        return trained, BatchReader(ctx.conn, ctx.sql, options.get("sample_size") or 50_000)
+        sql = ctx.sql
+        if ctx.increment:
+            sql = increment.new_or_stale(
+                ctx.conn,
+                sql,
+                ctx.node.render(),
+                options["unique_key"],
+                trained.version,
+                ctx.model_name,
+            )
+        if trained.model_type == "sql" or _in_database(options, trained.model_type):
+            return trained, None, sql  # scored where its SQL runs, in the write phase
+        if not inputs.should_stream(ctx.conn, sql, options):
+            return trained, read_frame(ctx.conn, sql), sql
+        return trained, BatchReader(ctx.conn, sql, options.get("sample_size") or 50_000), sql
 
     def fit_and_write(self, ctx: JobContext, state) -> Outcome:
-        trained, read = state
+        trained, read, sql = state
         if trained is None:
             _write_unscored(ctx, read)
             return Outcome(0, 0, "PREDICT 0 rows (--empty: the model is not trained yet)")
+        target = ctx.targets.main
         try:
             if read is None and trained.model_type == "sql":
-                where, rows = "in PostgreSQL", _score_sql_model(ctx, trained)
+                where, rows = "in PostgreSQL", _score_sql_model(ctx, trained, sql)
             elif read is None:
-                where, rows = (
-                    "in PostgreSQL",
-                    _score_in_database(ctx.conn, ctx.sql, trained, ctx.options, ctx.targets.main),
-                )
+                where = "in PostgreSQL"
+                rows = _score_in_database(ctx.conn, sql, trained, ctx.options, target)
             else:
                 where, rows = (
                     "in Python",
-                    _write_scored(ctx.conn, read, _scorer(trained, ctx.options), ctx.targets.main),
+                    _write_scored(ctx.conn, read, _scorer(trained, ctx.options), target),
                 )
         except ArtifactError:
             raise ArtifactError(trained.model_name, trained.version) from None
-        log.info(f"scored {rows} rows with {trained.model_name} v{trained.version} {where}")
+        if ctx.options.get("incremental"):
+            increment.check_keys(ctx.conn, target, ctx.options["unique_key"], ctx.model_name)
+        scored = f"{rows} rows"
+        if ctx.increment:
+            increment.check_columns(
+                ctx.conn,
+                target,
+                ctx.node.render(),
+                ctx.model_name,
+                ctx.options["on_schema_change"],
+            )
+            scored = f"{rows} new or rescored rows"
+        log.info(f"scored {scored} with {trained.model_name} v{trained.version} {where}")
         return Outcome(
             rows,
             trained.version,
-            f"PREDICT {rows} rows, {trained.model_name} v{trained.version} {where}",
+            f"PREDICT {scored}, {trained.model_name} v{trained.version} {where}",
         )
 
     def close(self, state) -> None:

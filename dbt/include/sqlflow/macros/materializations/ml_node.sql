@@ -20,6 +20,9 @@
   {%- endfor -%}
   {#- side tables of an earlier cluster build that this materialization does not write -#}
   {%- set stale = adapter.sqlflow_stale_side_tables(this, ['centroids', 'profile'] | reject('in', side_suffixes) | list) -%}
+  {#- incremental ml_predict: the new rows are merged into the existing table instead of swapped in -#}
+  {%- set increment = options.get('incremental', false) and existing is not none and existing.type == 'table'
+                      and not should_full_refresh() -%}
 
   {%- set staged = [] -%}
   {%- for relation, previous in outputs -%}
@@ -42,12 +45,15 @@
   {%- endfor -%}
   {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation,
                                           sqlflow_ref_relations(), invocation_id, existing is not none,
-                                          should_full_refresh(), (flags.EMPTY or false)) -%}
+                                          should_full_refresh(), (flags.EMPTY or false), increment) -%}
 
   {#- the retrain policy kept the live version, or promote_if rejected the candidate with
       on_gate_fail='warn': no intermediates were written, the relations stay -#}
   {%- set changed = response.code not in ('UNCHANGED', 'REJECTED') -%}
-  {%- for s in (staged if changed else []) -%}
+  {%- if changed and increment -%}
+    {%- do sqlflow_merge_increment(staged[0], options.unique_key) -%}
+  {%- endif -%}
+  {%- for s in (staged if changed and not increment else []) -%}
     {%- if config.get('unlogged') -%}
       {%- do run_query('alter table ' ~ s.intermediate ~ ' set unlogged') -%}
     {%- endif -%}
@@ -56,11 +62,11 @@
     {%- endif -%}
     {%- do adapter.rename_relation(s.intermediate, s.target) -%}
   {%- endfor -%}
-  {%- if changed -%}{%- do create_indexes(target_relation) -%}{%- endif -%}
+  {%- if changed and not increment -%}{%- do create_indexes(target_relation) -%}{%- endif -%}
   {% do store_result('main', response=response) %}
 
   {%- for s in staged -%}
-    {% do apply_grants(s.target, config.get('grants'), should_revoke=should_revoke(s.existing, full_refresh_mode=True)) %}
+    {% do apply_grants(s.target, config.get('grants'), should_revoke=should_revoke(s.existing, full_refresh_mode=not increment)) %}
   {%- endfor -%}
   {% do persist_docs(target_relation, model) %}
   {%- if config.persist_relation_docs() -%}
@@ -82,6 +88,20 @@
   {{ run_hooks(post_hooks, inside_transaction=False) }}
 
   {{ return({'relations': staged | map(attribute='target') | list}) }}
+{% endmacro %}
+
+
+{#- dbt's delete+insert: rows of the scored keys are replaced, in the node's transaction. The job has
+    checked the keys and the columns; on_schema_change='append_new_columns' / 'sync_all_columns'
+    let dbt change the table's columns first. -#}
+{% macro sqlflow_merge_increment(s, unique_key) %}
+  {%- set on_schema_change = config.get('on_schema_change') or 'ignore' -%}
+  {%- if on_schema_change in ('append_new_columns', 'sync_all_columns') -%}
+    {%- do process_schema_changes(on_schema_change, s.intermediate, s.existing) -%}
+  {%- endif -%}
+  {%- set dest_columns = adapter.get_columns_in_relation(s.existing) -%}
+  {%- do run_query(get_delete_insert_merge_sql(s.target, s.intermediate, unique_key, dest_columns, none)) -%}
+  {%- do drop_relation_if_exists(s.intermediate) -%}
 {% endmacro %}
 
 
