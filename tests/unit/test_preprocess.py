@@ -106,3 +106,24 @@ def test_fitting_in_batches_equals_fitting_at_once():
     batched = FeatureEncoder().fit_batches(parts)
     np.testing.assert_allclose(batched.transform(columns), whole.transform(columns), atol=1e-12)
     assert batched.to_dict()["encoded"] == whole.to_dict()["encoded"]
+
+
+def test_training_profile_over_batches_is_a_uniform_sample():
+    """The drift bins: quantile edges from a sample drawn uniformly over all batches (the batches
+    are sorted, so a first-rows sample would be far off), shares summing to 1 with the NULLs."""
+    rng = np.random.default_rng(3)
+    values = np.sort(rng.random(100_000))
+    nulls = np.zeros(20_000, bool)
+    nulls[::20] = True  # 5% NULLs spread over the batch
+    batches = [
+        {"x": RawColumn("x", values[i:i + 20_000], nulls.copy(), False),
+         "c": RawColumn("c", np.array(["a", "b", "b", "c"] * 5000, dtype=object), None, True)}
+        for i in range(0, 100_000, 20_000)
+    ]
+    encoder = FeatureEncoder(max_states=2).fit_batches(batches)
+    x, c = encoder.features_[0]["profile"], encoder.features_[1]["profile"]
+    present = values[np.tile(~nulls, 5)]
+    np.testing.assert_allclose(x["edges"], np.quantile(present, np.linspace(0.1, 0.9, 9)), atol=0.01)
+    assert abs(sum(x["shares"]) + x["nulls"] - 1) < 1e-12 and x["nulls"] == 0.05
+    np.testing.assert_allclose(x["shares"], 0.095, atol=0.005)
+    assert c == {"states": ["b", "a"], "shares": [0.5, 0.25, 0.25], "nulls": 0.0}

@@ -217,6 +217,34 @@ class SqlflowAdapter(PostgresAdapter):
             f"macros use it from their next run."
         )
 
+    @available
+    def sqlflow_drift_sql(
+        self,
+        relation: BaseRelation,
+        model_relation: BaseRelation,
+        model_name: str,
+        threshold: float = 0.2,
+        features: Optional[List[str]] = None,
+    ) -> str:
+        """The `sqlflow_drift` test's SELECT: features of `relation` whose PSI against the live
+        version's training profile is above `threshold`."""
+        from dbt.adapters.sqlflow import drift_sql, registry
+        from dbt.adapters.sqlflow.data import describe
+
+        key = registry.ModelKey(
+            model_relation.database, model_relation.schema, model_relation.identifier
+        )
+        table = registry.table_name(
+            self.sqlflow_registry_schema(), self.config.credentials.database
+        )
+        handle = self.connections.get_thread_connection().handle
+        with self._user_facing_errors(model_name):
+            live = registry.load(handle, table, key, None, model_name=model_name)
+            profiled = drift_sql.profiled(live.features, model_name, live.version, features)
+            columns = [c.name for c in describe(handle, f"select * from {relation}")]
+            kinds = live.features.get("kinds", {})
+            return drift_sql.psi_select(str(relation), profiled, kinds, columns, threshold)
+
     def _artifact_dir(self) -> Optional[str]:
         """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""
         import os

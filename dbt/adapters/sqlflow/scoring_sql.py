@@ -19,7 +19,7 @@ def literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _continuous(column: str, kind: str) -> str:
+def continuous_value(column: str, kind: str) -> str:
     """The column as the encoder reads it: numbers as float8, dates as days, timestamps as seconds."""
     if kind == "date":
         return f"(({column} - date '1970-01-01')::float8)"
@@ -36,7 +36,7 @@ def feature_expressions(encoder_state: Dict, kinds: Dict[str, str], alias: str) 
         if f["kind"] == "continuous":
             if not f.get("dropped"):
                 exprs.append(
-                    f"coalesce({_continuous(column, kinds.get(f['name'], 'float'))}, {literal(f['impute'])})"
+                    f"coalesce({continuous_value(column, kinds.get(f['name'], 'float'))}, {literal(f['impute'])})"
                 )
             if f["indicator"]:
                 exprs.append(f"({column} is null)::int")
@@ -56,7 +56,9 @@ def non_finite(encoder_state: Dict, kinds: Dict[str, str], alias: str) -> str:
     checks = []
     for f in encoder_state["features"]:
         if f["kind"] == "continuous" and not f.get("dropped"):
-            value = _continuous(f"{alias}.{quote_ident(f['name'])}", kinds.get(f["name"], "float"))
+            value = continuous_value(
+                f"{alias}.{quote_ident(f['name'])}", kinds.get(f["name"], "float")
+            )
             checks.append(f"{value} in ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)")
     return f"coalesce({' or '.join(checks)}, false)" if checks else "false"
 

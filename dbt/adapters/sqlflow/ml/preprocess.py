@@ -19,6 +19,8 @@ from dbt.adapters.sqlflow.errors import EncodingError
 
 OTHER = "__other__"
 MISSING = "__missing__"
+PROFILE_SAMPLE = 20_000  # values per continuous column kept for the drift bins
+PROFILE_BINS = 10
 
 
 @dataclass
@@ -55,6 +57,9 @@ class _ColumnStats:
         self.categorical = categorical
         self.count = self.nulls = 0
         self.states: Dict[str, int] = {}
+        # a uniform sample over all batches: the values with the smallest random keys
+        self.sample, self.keys = np.empty(0), np.empty(0)
+        self.rng = np.random.default_rng(0)
         if not categorical:
             from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -73,6 +78,36 @@ class _ColumnStats:
             x = continuous_values(present).reshape(-1, 1)
             self.standard.partial_fit(x)
             self.minmax.partial_fit(x)
+            self._keep_sample(x[:, 0])
+
+    def _keep_sample(self, x: np.ndarray) -> None:
+        values = np.concatenate([self.sample, x])
+        keys = np.concatenate([self.keys, self.rng.random(len(x))])
+        if len(values) > PROFILE_SAMPLE:
+            kept = np.argpartition(keys, PROFILE_SAMPLE)[:PROFILE_SAMPLE]
+            values, keys = values[kept], keys[kept]
+        self.sample, self.keys = values, keys
+
+    def profile(self, states: List[str]) -> dict:
+        """The training distribution the drift test compares with: shares of quantile bins
+        (continuous; bin i holds edges[i-1] <= x < edges[i], as PostgreSQL's width_bucket) or of the
+        kept states and the rest (categorical), and the share of NULLs."""
+        total = self.count + self.nulls
+        if self.categorical:
+            kept = [self.states.get(state, 0) / total for state in states]
+            rest = sum(self.states.values()) / total - sum(kept)
+            return {
+                "states": states,
+                "shares": kept + [max(rest, 0.0)],
+                "nulls": self.nulls / total,
+            }
+        finite = self.sample[np.isfinite(self.sample)]
+        quantiles = np.linspace(0, 1, PROFILE_BINS + 1)[1:-1]
+        edges = np.unique(np.quantile(finite, quantiles)) if len(finite) else np.empty(0)
+        bins = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+        present = self.count / total
+        shares = bins / max(len(finite), 1) * present
+        return {"edges": edges.tolist(), "shares": shares.tolist(), "nulls": self.nulls / total}
 
 
 class FeatureEncoder:
@@ -128,6 +163,7 @@ class FeatureEncoder:
             "center": float(center),
             "scale": float(scale),
             "indicator": indicator,
+            "profile": s.profile([]),
         }
 
     def _categorical(self, name: str, s: "_ColumnStats", indicator: bool) -> dict:
@@ -147,6 +183,7 @@ class FeatureEncoder:
             "impute": kept[0],
             "frequency": frequency,
             "indicator": indicator,
+            "profile": s.profile([state for state in kept if state != MISSING]),
         }
 
     def _limit_attributes(self) -> None:
