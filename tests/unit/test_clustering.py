@@ -98,3 +98,28 @@ def test_knee_of_a_steep_sweep_is_the_drop_not_the_chord_gap():
     # the recorded sweep of the bug: the old chord rule chose 4 where inertia drops 5x at k=5
     sweep = [{"k": k, "inertia": i} for k, i in zip(range(2, 11), [100, 30, 10, 2, 1.9, 1.8, 1.7, 1.6, 1.5])]
     assert clustering.knee(sweep, 300.0)["k"] == 5
+
+
+@pytest.mark.parametrize("model_type", ["kmeans", "em"])
+def test_retrained_clusters_take_the_ids_of_their_counterparts(model_type):
+    """stable_ids: a refit with another seed on a 95% resample, renamed after the first fit, gives
+    (nearly) every row the id it had; the renamed model assigns exactly as the fit, ids mapped."""
+    first = clustering.fit(X, model_type, 4, seed=1)
+    keep = np.random.default_rng(0).random(len(X)) < 0.95
+    second = clustering.fit(X[keep], model_type, 4, seed=9)
+    by_centre = clustering.matched_ids(clustering.centre_distances(second.centers, first.centers))
+    old_labels, new_labels = first.assign(X)[0], second.assign(X)[0]
+    by_rows = clustering.matched_ids(clustering.overlap_cost(new_labels, old_labels, 4, 4))
+    assert by_centre.tolist() == by_rows.tolist()
+    renamed = clustering.relabeled(second, by_centre)
+    np.testing.assert_array_equal(renamed.assign(X)[0], by_centre[new_labels])
+    assert (renamed.assign(X)[0] == old_labels).mean() >= 0.98
+
+
+def test_matched_ids_when_k_changes():
+    # 3 new clusters, 4 old ones: new cluster 0 sits on old 3 (out of range), so it takes the free id
+    cost = np.array([[9, 9, 9, 0], [0, 9, 9, 9], [9, 9, 0, 9.0]])
+    assert clustering.matched_ids(cost).tolist() == [1, 0, 2]
+    # 4 new, 3 old: the unmatched new cluster takes id 3
+    cost = np.array([[9, 0, 9], [5, 5, 5], [0, 9, 9], [9, 9, 0.0]])
+    assert clustering.matched_ids(cost).tolist() == [1, 3, 0, 2]

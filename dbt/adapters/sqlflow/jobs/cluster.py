@@ -97,7 +97,60 @@ def _fit(source: "Source", encode, options: Dict, pretrained=None):
     return model, sweep
 
 
+def _relabeled(model, ids: np.ndarray):
+    if model.model_type == "dec":
+        from dbt.adapters.sqlflow.ml.dec import relabeled
+
+        return relabeled(model, ids)
+    return clustering.relabeled(model, ids)
+
+
+def _matching_cost(model, live, encoder: FeatureEncoder, sample: Frame, encode):
+    """(cost, method): centre distances when both are k-means/EM over the same encoded features
+    (the live centres moved into this encoder's units), else minus the rows of the sample the two
+    versions put in each pair of clusters. None when the live version cannot read the sample."""
+    old_encoder = FeatureEncoder.from_dict(live.features)
+    old = model_from(live)
+    spatial = ("kmeans", "em")
+    if (
+        model.model_type in spatial
+        and live.model_type in spatial
+        and old_encoder.feature_names == encoder.feature_names
+    ):
+        (old_c, old_s), (new_c, new_s) = old_encoder.affine(), encoder.affine()
+        centres = (old.centers * old_s + old_c - new_c) / new_s
+        return clustering.centre_distances(model.centers, centres), "centre distance"
+    names = [f["name"] for f in live.features["features"]]
+    if any(n not in sample.names for n in names):
+        return None, None
+    X_old = old_encoder.transform(inputs.raw_columns(sample, names))
+    new_labels, old_labels = model.assign(encode(sample))[0], old.assign(X_old)[0]
+    return clustering.overlap_cost(new_labels, old_labels, model.k, old.k), "membership overlap"
+
+
+def _stable_ids(ctx: JobContext, model, encoder: FeatureEncoder, sample: Frame, encode):
+    """The model with its clusters renamed after the live version's (stable_ids=true), so that
+    cluster 3 keeps its meaning across retrains, and what was matched, for training_info."""
+    if not ctx.options.get("stable_ids", True):
+        return model, None
+    try:
+        live = registry.load(ctx.conn, ctx.registry_table, ctx.node, model_name=ctx.model_name)
+    except registry.RegistryError:
+        return model, None  # the first version: its ids are the fit's
+    if live.model_type not in CLUSTERING_TYPES:
+        return model, None
+    cost, method = _matching_cost(model, live, encoder, sample, encode)
+    if cost is None:
+        log.info(f"stable_ids: v{live.version} cannot read this input; ids not matched")
+        return model, None
+    ids = clustering.matched_ids(cost)
+    log.info(f"stable_ids: clusters matched to v{live.version} by {method}: {ids.tolist()}")
+    matching = {"matched_to": live.version, "method": method, "ids": ids.tolist()}
+    return _relabeled(model, ids), matching
+
+
 TYPE_DEFAULT_UNITS = [100, 10]
+CLUSTERING_TYPES = ("kmeans", "em", "dec")
 
 
 def _pretrained(ctx: JobContext, sample: Frame) -> Optional[registry.ModelVersion]:
@@ -162,7 +215,8 @@ class Source:
 
 def parameters(model) -> Dict:
     if model.model_type == "dec":
-        return {"centers": model.centers}
+        order = None if model.order is None else model.order.tolist()
+        return {"centers": model.centers, "cluster_order": order}
     return {
         "centers": model.centers,
         "covariance_type": model.covariance_type,
@@ -176,7 +230,13 @@ def model_from(version: registry.ModelVersion):
     if version.model_type == "dec":
         from dbt.adapters.sqlflow.ml.dec import DecModel
 
-        return DecModel(version.artifact, np.asarray(p["centers"], float), [])
+        order = p.get("cluster_order")
+        return DecModel(
+            version.artifact,
+            np.asarray(p["centers"], float),
+            [],
+            order=None if order is None else np.asarray(order, int),
+        )
     as_array = lambda v: None if v is None else np.asarray(v, float)  # noqa: E731
     return clustering.ClusterModel(
         version.model_type,
@@ -392,6 +452,7 @@ class ClusterJob:
         interrupt.check()
         encode = _encoder_for(encoder, roles.features)
         model, sweep = _fit(source, encode, options, pretrained)
+        model, matching = _stable_ids(ctx, model, encoder, source.first, encode)
         interrupt.check()
         metrics = _metrics(model, source, encode, options["seed"])
         log.info(
@@ -414,6 +475,7 @@ class ClusterJob:
                 metrics=metrics,
                 training_info={
                     "k_sweep": sweep,
+                    "stable_ids": matching,
                     "dropped_clusters": model.info.get("dropped_clusters", 0),
                     **{k: v for k, v in model.info.items() if k != "dropped_clusters"},
                 },

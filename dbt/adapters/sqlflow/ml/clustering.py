@@ -339,3 +339,48 @@ def _m_step(stats, covariance_type, reg) -> ClusterModel:
             Q.sum(axis=0) - np.einsum("k,kd,ke->de", N, means, means)
         ) / n + reg * np.eye(d)
     return ClusterModel("em", means, covariance_type, covariances, N / N.sum())
+
+
+# ---------------------------------------------------------------- stable ids across retrains
+
+
+def matched_ids(cost: np.ndarray) -> np.ndarray:
+    """ids[i]: the id new cluster i takes, from a (k_new, k_old) cost matrix. The assignment of
+    minimum total cost (Hungarian) gives each new cluster the id of its old counterpart; ids stay
+    0..k_new-1, so a counterpart whose id is out of range, or none, means the next free id."""
+    from scipy.optimize import linear_sum_assignment
+
+    k_new = cost.shape[0]
+    ids = np.full(k_new, -1)
+    for new, old in zip(*linear_sum_assignment(cost)):
+        if old < k_new:
+            ids[new] = old
+    free = iter(sorted(set(range(k_new)) - set(ids[ids >= 0].tolist())))
+    return np.array([i if i >= 0 else next(free) for i in ids])
+
+
+def centre_distances(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(new[:, None, :] - old[None, :, :], axis=2)
+
+
+def overlap_cost(new_labels: np.ndarray, old_labels: np.ndarray, k_new: int, k_old: int):
+    """Minus the rows two clusters share: the matching keeps the most rows' ids."""
+    shared = np.zeros((k_new, k_old))
+    np.add.at(shared, (new_labels, old_labels), 1)
+    return -shared
+
+
+def relabeled(model: ClusterModel, ids: np.ndarray) -> ClusterModel:
+    """The same model with cluster i renamed ids[i] (its centre, weight and covariance move)."""
+    order = np.argsort(ids)  # order[j]: the cluster that becomes j
+    if model.model_type == "kmeans":
+        return ClusterModel("kmeans", model.centers[order], info=model.info)
+    tied = model.covariance_type == "tied"
+    return ClusterModel(
+        "em",
+        model.centers[order],
+        model.covariance_type,
+        model.covariances if tied else model.covariances[order],
+        model.weights[order],
+        info=model.info,
+    )

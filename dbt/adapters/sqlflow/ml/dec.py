@@ -94,6 +94,7 @@ class DecModel:
     centers: np.ndarray  # (k, embedding size)
     weights: List[tuple]
     info: Dict = field(default_factory=dict)
+    order: Optional[np.ndarray] = None  # order[j]: the clustering layer's unit that is cluster j
 
     model_type: str = "dec"
     _loaded: Optional[tuple] = field(
@@ -126,8 +127,17 @@ class DecModel:
     def assign(self, X: np.ndarray):
         """(cluster per row, embedding-space distance to its centre, q)."""
         z, q = self._predict(X)
+        if self.order is not None:
+            q = q[:, self.order]
         labels = q.argmax(axis=1)
         return labels, np.linalg.norm(z - self.centers[labels], axis=1), q
+
+
+def relabeled(model: DecModel, ids: np.ndarray) -> DecModel:
+    """The same model with cluster i renamed ids[i]; the network is untouched, its outputs reordered."""
+    order = np.argsort(ids)
+    units = model.order if model.order is not None else np.arange(model.k)
+    return replace(model, centers=model.centers[order], order=units[order])
 
 
 def _encoder_layers(model) -> List[str]:
