@@ -2,7 +2,7 @@
 in Python (rows read, scored, written back) or inside PostgreSQL (one CREATE TABLE AS)."""
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -288,9 +288,13 @@ def _em_select(trained, exprs: List[str], options: Dict) -> Tuple[List[str], Lis
     ]
 
 
-def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
-    names = [c.name for c in describe(conn, sql)]
-    _check_features(trained, names)
+# markers of the stored scoring template (parameters.scoring_sql), filled in by the scoring package
+INPUT, KEPT, VERSION = "/*sqlflow:input*/", "/*sqlflow:kept*/", "/*sqlflow:version*/"
+
+
+def in_database_select(trained, options: Dict, sql: str, kept: str, version: str) -> str:
+    """The SELECT that scores `sql` inside PostgreSQL: `kept` is the input columns' list (with a
+    trailing comma) and `version` the model_version literal."""
     kinds = trained.features.get("kinds", {})
     exprs = scoring_sql.feature_expressions(trained.features, kinds, "__sqlflow_in")
     if trained.model_type == "kmeans":
@@ -304,23 +308,53 @@ def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> i
     # each layer reads the one below, computed once per row
     for depth, layer in enumerate(layers[1:]):
         source = f"(select __sqlflow_l{depth}.*, {', '.join(layer)} from {source} as __sqlflow_l{depth} offset 0)"
-    kept_names = _kept_names(trained, options, names)
-    kept = [f"__sqlflow_s.{quote_ident(n)}" for n in kept_names]
     nulled = []  # NaN or Infinity in a feature: NULL predictions, as in Python
     for item in outer:
         expression, alias = item.rsplit(" as ", 1)
         nulled.append(
             f"case when __sqlflow_s.__sqlflow_bad then null else {expression} end as {alias}"
         )
-    inputs.check_outputs(
-        kept_names, [a.rsplit(" as ", 1)[1].strip('"') for a in outer] + ["model_version"]
+    return f"select {kept}{', '.join(nulled)}, {version} as model_version from {source} as __sqlflow_s"
+
+
+def output_names(trained, options: Dict) -> List[str]:
+    """The prediction columns in-database scoring adds (before model_version)."""
+    exprs = scoring_sql.feature_expressions(
+        trained.features, trained.features.get("kinds", {}), "x"
     )
-    select = ", ".join(kept + nulled + [f"{trained.version} as model_version"])
+    if trained.model_type == "kmeans":
+        outer = _kmeans_select(trained, exprs)[0]
+    elif trained.model_type == "em":
+        outer = _em_select(trained, exprs, options)[0]
+    else:
+        outer = _linear_select(trained, options, exprs)[0]
+    return [a.rsplit(" as ", 1)[1].strip('"') for a in outer]
+
+
+def scoring_templates(trained) -> Optional[Dict[str, str]]:
+    """The in-database scoring of a version as SQL with markers for the input, the kept columns and
+    the version, without and with output_probabilities: what plain dbt-postgres projects score
+    with (the scoring package), so both paths run the same SQL."""
+    if trained.model_type not in IN_DATABASE:
+        return None
+    return {
+        key: in_database_select(trained, {"output_probabilities": flag}, INPUT, KEPT, VERSION)
+        for key, flag in (("plain", False), ("probabilities", True))
+    }
+
+
+def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:
+    names = [c.name for c in describe(conn, sql)]
+    _check_features(trained, names)
+    kept_names = _kept_names(trained, options, names)
+    inputs.check_outputs(kept_names, output_names(trained, options) + ["model_version"])
+    kept = "".join(f"__sqlflow_s.{quote_ident(n)}, " for n in kept_names)
+    select = in_database_select(trained, options, sql, kept, str(trained.version))
     with conn.cursor() as cur:
         cur.execute(
             "set local jit = off"
         )  # compiling the long generated expressions costs seconds
-        cur.execute(f"create table {target} as select {select} from {source} as __sqlflow_s")
+        cur.execute(f"create table {target} as {select}")
         return cur.rowcount
 
 

@@ -69,8 +69,13 @@ def register(
     all. With promote_if, a candidate that fails a gate is registered as rejected and Rejected raised
     (the adapter commits that row alone). `live_metrics` recomputes the live version's metrics on the
     candidate's held-out rows, so '<= live' compares like with like; else its stored metrics count."""
+    from dbt.adapters.sqlflow.jobs.predict import scoring_templates  # predict imports this module
+
     registry.ensure(ctx.conn, ctx.registry_table, ctx.registry_schema)
     version.key, version.unique_id = ctx.node, ctx.unique_id
+    templates = scoring_templates(version)
+    if templates:  # for projects that score on plain dbt-postgres (the scoring package)
+        version.parameters = {**version.parameters, "scoring_sql": templates}
     gates = ctx.options.get("promote_if")
     failed, live_number = [], None
     if gates:
