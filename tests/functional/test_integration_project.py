@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import psycopg2
 
@@ -11,8 +12,14 @@ from dbt.adapters.sqlflow import embedded
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_dbt_build_of_the_integration_project(tmp_path):
-    project = tmp_path / "integration_project"
+def test_dbt_build_of_the_integration_project():
+    # not under pytest's basetemp: the embedded server runs as another OS user, and every pytest
+    # session on the machine resets pytest-of-<user> to mode 0700
+    from pathlib import Path
+
+    root = tempfile.mkdtemp(prefix="sqlflow-demo-", dir=os.environ.get("SQLFLOW_TEST_TMP", "/tmp"))
+    os.chmod(root, 0o755)
+    project = Path(root) / "integration_project"
     shutil.copytree(os.path.join(REPO, "integration_project"), project,
                     ignore=shutil.ignore_patterns(".sqlflow", "target", "logs"))
     dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
@@ -65,3 +72,4 @@ def test_dbt_build_of_the_integration_project(tmp_path):
         assert (project / "target" / "sqlflow" / "sales_model.py").exists()
     finally:
         embedded.stop(data)
+        shutil.rmtree(root, ignore_errors=True)

@@ -162,14 +162,21 @@ class TestPromotionGates:
 
     def test_promote_rolls_forward_and_back(self, project):
         s = project.test_schema
+        weights = f"select tensor, feature, class, value, model_version from {s}.churn order by tensor, feature"
+        built = project.run_sql(weights, fetch="all")
+        assert {w[-1] for w in built} == {1}
         _, output = run_dbt_and_capture(["run-operation", "sqlflow_promote", "--args",
                                          "{model: churn, version: 2}"])
-        assert "churn: v2 is live (was v1)" in output
+        assert "churn: v2 is live (was v1); its weights table holds v2's weights" in output
         assert _statuses(project, "churn") == [(1, "candidate"), (2, "live")]
+        promoted = project.run_sql(weights, fetch="all")
+        assert {w[-1] for w in promoted} == {2} and [w[:2] for w in promoted] == [w[:2] for w in built]
+        assert [w[3] for w in promoted] != [w[3] for w in built]
         run_dbt(["run", "-s", "scores"])
         assert project.run_sql(f"select distinct model_version from {s}.scores", fetch="all") == [(2,)]
         run_dbt(["run-operation", "sqlflow_promote", "--args", "{model: churn, version: 1}"])
         assert _statuses(project, "churn") == [(1, "live"), (2, "candidate")]
+        assert project.run_sql(weights, fetch="all") == built, "the rollback restores v1's weights exactly"
         events = project.run_sql(f"select events from {s}.sqlflow_models where relation_identifier = 'churn' "
                                  f"and version = 1", fetch="one")[0]
         events = events if isinstance(events, list) else json.loads(events)
@@ -277,3 +284,8 @@ class TestTwoProcessesBuildOneModel:
         assert project.run_sql(f"select distinct model_version from {s}.net", fetch="all") == [(3,)]
         assert project.run_sql(f"select count(*) from pg_class where relname like 'net__dbt%'",
                                fetch="one")[0] == 0, "no intermediate or backup relation left"
+        # a network's weights table follows a promotion too (rebuilt from the stored .keras artifact)
+        count = project.run_sql(f"select count(*) from {s}.net", fetch="one")[0]
+        run_dbt(["run-operation", "sqlflow_promote", "--args", "{model: net, version: 2}"])
+        assert project.run_sql(f"select count(*), min(model_version), max(model_version) from {s}.net",
+                               fetch="one") == (count, 2, 2)

@@ -193,6 +193,7 @@ class SqlflowAdapter(PostgresAdapter):
     ) -> str:
         """`dbt run-operation sqlflow_promote`: make a registered version live, committed here."""
         from dbt.adapters.sqlflow import registry
+        from dbt.adapters.sqlflow.jobs import promotion
 
         key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
         table = registry.table_name(
@@ -209,12 +210,23 @@ class SqlflowAdapter(PostgresAdapter):
             previous = registry.promote(
                 connection.handle, table, key, version, invocation_id, model_name
             )
+            rewritten = previous != version and promotion.rewrite_weights(
+                connection.handle,
+                key,
+                registry.load(connection.handle, table, key, version, model_name),
+                registry.materialization_of(connection.handle, table, key, version) or "",
+            )
             connection.handle.commit()
         if previous == version:
             return f"{model_name}: v{version} is already live."
+        table_note = (
+            f"its weights table holds v{version}'s weights"
+            if rewritten
+            else f"the {relation.identifier} relation keeps what its last build wrote until the next build"
+        )
         return (
-            f"{model_name}: v{version} is live (was v{previous}); ml_predict and the scoring "
-            f"macros use it from their next run."
+            f"{model_name}: v{version} is live (was v{previous}); {table_note}; ml_predict and "
+            f"the scoring macros use it from their next run."
         )
 
     @available

@@ -337,6 +337,16 @@ def promote(
     return previous
 
 
+def materialization_of(conn, table: str, key: ModelKey, version: int) -> Optional[str]:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"select materialization from {table} where {_KEY} and version = %s",
+            (*key.args, version),
+        )
+        row = cur.fetchone()
+    return row and row[0]
+
+
 def retire(conn, table: str, key: ModelKey, keep: int, invocation_id: Optional[str]) -> list:
     """keep_versions: drop the artifacts of all but the newest `keep` versions and the live one; their
     rows stay (metrics, options, lineage), marked retired. Returns the versions retired."""
