@@ -1,4 +1,4 @@
-"""Faults in scheduled runs: dbt killed (SIGTERM, SIGKILL) while training or while writing leaves the
+"""Faults in scheduled runs: dbt stopped (SIGINT, SIGTERM, SIGKILL) while training or writing leaves the
 previous relations and registry as they were, no intermediate or backup relation, and the next run
 succeeds; `dbt retry` after a failed ML node completes the job. dbt runs as a subprocess."""
 import os
@@ -44,7 +44,9 @@ def _start(project, profiles_root, log, variables, select):
     return subprocess.Popen(
         [dbt, "run", "-s", select, "--vars", variables, "--project-dir", str(project.project_root),
          "--profiles-dir", str(profiles_root)],
-        stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # as from a terminal: a CI runner may start the suite with SIGINT ignored, which children inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 class TestKilledRuns:
@@ -84,7 +86,8 @@ class TestKilledRuns:
         run_dbt(["run", "-s", "net"])  # the next run succeeds, on top of the last good version
         assert self._state(project, "net")[1] == (before[1][0] + 1,) * 2
 
-    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                             ids=["sigint", "sigterm", "sigkill"])
     def test_killed_while_writing(self, project, profiles_root, sig):
         run_dbt(["run", "-s", "big"])
         before = self._state(project, "big")
