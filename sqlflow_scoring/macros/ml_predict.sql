@@ -1,7 +1,7 @@
 {#-
   Score rows with a model trained by the dbt-sqlflow adapter, on any PostgreSQL dbt project
-  (`type: postgres`, dbt Core or dbt Cloud). The adapter stores each k-means, EM, linear and logistic
-  version's in-database scoring as SQL in its registry; this macro reads it and runs the same SELECT,
+  (`type: postgres`, dbt Core or dbt Cloud). The adapter stores each k-means, EM, linear, logistic
+  and sql4ml version's in-database scoring as SQL in its registry; this macro reads it and runs the same SELECT,
   so the results equal the adapter's ml_predict.
 
     {{ config(materialized='table') }}
@@ -22,7 +22,7 @@
   {%- set row = sqlflow_scoring._registry_row(model, registry, version, output_probabilities) -%}
   {%- set columns = get_columns_in_query(sql) -%}
   {%- set absent = [] -%}
-  {%- for feature in (row.features or '').split(',') if feature and feature not in columns -%}
+  {%- for feature in (row.features or '').split(',') if row.model_type != 'sql' and feature and feature not in columns -%}
     {%- do absent.append(feature) -%}
   {%- endfor -%}
   {%- if absent -%}

@@ -29,6 +29,23 @@ TRAINED = {
     "mixture.sql": "{{ config(materialized='cluster', model_type='em', n_clusters=3, key='id', "
                    "features=['x1', 'x2'], seed=1) }}\nselect * from {{ ref('customers') }}",
 }
+# a model written in SQL (sql4ml): long-format features, squared error, weights w[feature] and b
+FEATS = ("{{ config(materialized='table') }}\n"
+         "select id as obs_id, 'x1' as feature, x1 as value from {{ ref('customers') }} union all "
+         "select id, 'x2', x2 from {{ ref('customers') }}")
+SPEND_SQL = """{{ config(materialized='ml_train', model_type='sql', weights={'w': ['feature'], 'b': []},
+          prediction='predictions', key='obs_id', learning_rate=0.01, epochs=200, seed=0) }}
+with features as (select obs_id, feature, value from {{ ref('feats') }}),
+targets as (select id as obs_id, spend as value from {{ ref('customers') }}),
+predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+)
+select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.obs_id = p.obs_id
+"""
+SQL_SCORES = ("{{ config(materialized='ml_predict', model='spend_sql') }}\n"
+              "-- depends_on: {{ ref('spend_sql') }}\nselect obs_id, feature, value from {{ ref('feats') }}")
+
 SCORED = {  # name: (model, output_probabilities)
     "churn_scores": ("churn_model", True),
     "spend_scores": ("spend_model", False),
@@ -57,11 +74,15 @@ def _write_postgres_project(root: Path, server: dict, schema: str, trained_schem
         f"cloud:\n  target: default\n  outputs:\n    default:\n      type: postgres\n      host: {dsn['host']}\n"
         f"      port: {dsn['port']}\n      user: {dsn['user']}\n      password: '{dsn['password']}'\n"
         f"      dbname: {dsn['dbname']}\n      schema: {schema}\n      threads: 2\n")
-    tables = "".join(f"      - name: {t}\n" for t in ["customers", *{m for m, _ in SCORED.values()}])
+    tables = "".join(f"      - name: {t}\n" for t in ["customers", "feats", "spend_sql",
+                                                         *{m for m, _ in SCORED.values()}])
     (root / "models" / "sources.yml").write_text(
         f"sources:\n  - name: ml\n    schema: {trained_schema}\n    tables:\n{tables}")
     for name, (model, probabilities) in SCORED.items():
         (root / "models" / f"{name}.sql").write_text(_package_model(model, probabilities))
+    (root / "models" / "spend_sql_scores.sql").write_text(
+        "{{ config(materialized='table') }}\n{{ sqlflow_scoring.ml_predict(source('ml', 'spend_sql'), "
+        "'select obs_id, feature, value from ' ~ source('ml', 'feats')) }}")
 
 
 class TestScoringPackageOnPlainPostgres:
@@ -71,7 +92,8 @@ class TestScoringPackageOnPlainPostgres:
 
     @pytest.fixture(scope="class")
     def models(self):
-        return {**TRAINED, **{f"{name}.sql": _adapter_model(*spec) for name, spec in SCORED.items()}}
+        return {**TRAINED, **{f"{name}.sql": _adapter_model(*spec) for name, spec in SCORED.items()},
+                "feats.sql": FEATS, "spend_sql.sql": SPEND_SQL, "spend_sql_scores.sql": SQL_SCORES}
 
     def _dbt(self, root, *args):
         dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
@@ -108,6 +130,11 @@ class TestScoringPackageOnPlainPostgres:
                 f"from {s}.{name} a join {s}_cloud.{name} b using (id)", fetch="one")
             assert row[0] == row[1] == 300, name
             assert all(d < 1e-9 for d in row[2:]), (name, row)
+        row = project.run_sql(
+            f"select count(*), count(*) filter (where a.model_version = b.model_version), "
+            f"max(abs(a.predicted_value - b.predicted_value)) "
+            f"from {s}.spend_sql_scores a join {s}_cloud.spend_sql_scores b using (obs_id)", fetch="one")
+        assert row[:2] == (300, 300) and row[2] < 1e-9, row
 
     def test_clear_errors(self, project, postgres_server):
         s = project.test_schema

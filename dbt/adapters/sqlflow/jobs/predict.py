@@ -335,12 +335,27 @@ def scoring_templates(trained) -> Optional[Dict[str, str]]:
     """The in-database scoring of a version as SQL with markers for the input, the kept columns and
     the version, without and with output_probabilities: what plain dbt-postgres projects score
     with (the scoring package), so both paths run the same SQL."""
+    if trained.model_type == "sql":
+        return _sql_model_template(trained)
     if trained.model_type not in IN_DATABASE:
         return None
     return {
         key: in_database_select(trained, {"output_probabilities": flag}, INPUT, KEPT, VERSION)
         for key, flag in (("plain", False), ("probabilities", True))
     }
+
+
+def _sql_model_template(trained) -> Optional[Dict[str, str]]:
+    """A sql4ml model's prediction CTE over the weights as VALUES; None when the prediction reads
+    more than one data relation (then ml_predict needs replaces=, which a template cannot know)."""
+    from dbt.adapters.sqlflow.sql4ml.program import ProgramError
+    from dbt.adapters.sqlflow.sql4ml.scoring import prediction_sql
+
+    try:
+        template = prediction_sql(trained.parameters, trained.options, INPUT, VERSION, None, None)
+    except ProgramError:
+        return None
+    return {"plain": template, "probabilities": template}
 
 
 def _score_in_database(conn, sql: str, trained, options: Dict, target: str) -> int:

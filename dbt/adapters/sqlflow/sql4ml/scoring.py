@@ -1,7 +1,7 @@
 """Scoring a sql4ml model inside PostgreSQL: the program's prediction CTE over the stored weights,
 with the scoring node's SELECT in place of the data relation the prediction reads (`replaces`)."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident
 from dbt.adapters.sqlflow.sql4ml.program import (
@@ -47,7 +47,7 @@ def replaced_relation(program: Program, prediction: str, replaces: Optional[str]
 
 
 def weight_cte(
-    name: str, index: List[str], source: Optional[str], rows: List, version: int
+    name: str, index: List[str], source: Optional[str], rows: List, version: Union[int, str]
 ) -> str:
     """A weight as a relation: read from the weights table when it holds this version, else
     the registry's rows as VALUES."""
@@ -73,7 +73,7 @@ def prediction_sql(
     parameters: Dict,
     options: Dict,
     node_sql: str,
-    version: int,
+    version: Union[int, str],
     weights_table: Optional[str],
     replaces: Optional[str],
 ) -> str:
@@ -96,7 +96,7 @@ def prediction_sql(
     value = _value_column(program, prediction, keys)
     select = [f"__sqlflow_p.{quote_ident(k)}" for k in keys]
     select += [f"__sqlflow_p.{quote_ident(value)}::float8 as predicted_value"]
-    select += [f"{int(version)} as model_version"]
+    select += [f"{version} as model_version"]  # an int, or the stored template's marker
     return (
         "with "
         + ",\n".join(ctes)
