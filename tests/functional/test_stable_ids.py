@@ -10,8 +10,10 @@ POINTS = "id,x,y,z\n" + "".join(
     f"{i},{(i % 2) * 10 + ((i * 37) % 61) / 10 - 3},{(i // 2 % 2) * 10 + ((i * 53) % 61) / 10 - 3},"
     f"{(i % 2) + ((i * 71) % 13) / 130}\n" for i in range(800))  # z: another view of x's group
 
-SEGMENTS = """{{ config(materialized='cluster', model_type=var('type', 'kmeans'), n_clusters=4, key='id',
-                     seed=var('seed', 1), stable_ids=var('stable', true), retrain='always') }}
+SEGMENTS = """{% set dec = {'encode_units': [16, 2], 'pretrain_epochs': 30, 'epochs': 3, 'batch_size': 64}
+                   if var('type', 'kmeans') == 'dec' else {} %}
+{{ config(materialized='cluster', model_type=var('type', 'kmeans'), n_clusters=4, key='id',
+          seed=var('seed', 1), stable_ids=var('stable', true), retrain='always', **dec) }}
 select id, x, y{% if var('z', false) %}, z{% endif %} from {{ ref('points') }}
 where (id * 7919) % 20 <> {{ var('drop', -1) }}  -- drop=k leaves out one row in 20 (a 95% resample)
 """
@@ -58,6 +60,19 @@ class TestStableIds:
         run_dbt(["run", "--vars", f"{{type: {model_type}, seed: 3, z: true}}"])
         assert self._agreement(first, _ids(project)) >= 0.98
         assert _matching(project, version + 2)["method"] == "membership overlap"
+
+    def test_dec_is_matched_on_the_rows(self, project):
+        """DEC's centres live in each version's own embedding: the versions are matched on the rows
+        they put together."""
+        run_dbt(["seed"])
+        run_dbt(["run", "--full-refresh", "--vars", "{type: dec}"])
+        version = project.run_sql(f"select max(version) from {project.test_schema}.sqlflow_models",
+                                  fetch="one")[0]
+        first = _ids(project)
+        run_dbt(["run", "--vars", "{type: dec, seed: 7, drop: 3}"])
+        matching = _matching(project, version + 1)
+        assert matching["matched_to"] == version and matching["method"] == "membership overlap"
+        assert self._agreement(first, _ids(project)) >= 0.98
 
     def test_stable_ids_false_keeps_the_fit_order(self, project):
         run_dbt(["seed"])
