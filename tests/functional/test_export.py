@@ -121,3 +121,6 @@ class TestExport:
         _, output = run_dbt_and_capture(["run-operation", "sqlflow_export", "--args",
                                          "{model: with_plan, format: sql}"], expect_pass=False)
         assert "format: sql scores a relation: add input: <schema.table>" in output
+        _, output = run_dbt_and_capture(["run-operation", "sqlflow_export", "--args",
+                                         "{model: with_plan, version: latest}"], expect_pass=False)
+        assert "version must be a version number" in output and "got 'latest'" in output

@@ -107,6 +107,9 @@ class TestSchemaTests:
       - sqlflow_drift: {name: drift_missing_column}
       - sqlflow_drift: {name: drift_unknown_feature, arguments: {features: [x9]}}
       - sqlflow_metric: {name: metric_no_bounds, arguments: {metric: roc_auc}}
+      - sqlflow_metric: {name: metric_text_bound, arguments: {metric: roc_auc, min: high}}
+      - sqlflow_drift: {name: drift_text_threshold, arguments: {threshold: high}}
+      - sqlflow_cluster_sizes: {name: sizes_bad_share, arguments: {min_share: 5}}
 """, project.project_root, "models", "schema.yml")
         narrow = PREDICT.format(select="x1, x2, plan").replace("model='churn_model'", "model='churn_model', pass_through=false")
         write_file(narrow, project.project_root, "models", "scores_narrow.sql")
@@ -116,3 +119,6 @@ class TestSchemaTests:
         assert "the tested relation lacks the feature columns x1, x2, plan; keep them (pass_through=true)" in output
         assert "sqlflow_drift features 'x9' are not features of 'churn_model' v" in output
         assert "sqlflow_metric on scores_narrow needs min or max" in output
+        assert "sqlflow_metric on scores_narrow: min and max are numbers, got high" in output
+        assert "sqlflow_drift's threshold is a PSI >= 0" in output and "got 'high'" in output
+        assert "sqlflow_cluster_sizes on scores_narrow: min_share is the smallest share" in output and "got 5" in output

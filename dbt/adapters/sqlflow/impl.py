@@ -195,15 +195,8 @@ class SqlflowAdapter(PostgresAdapter):
         from dbt.adapters.sqlflow import registry
         from dbt.adapters.sqlflow.jobs import promotion
 
-        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
-        table = registry.table_name(
-            self.sqlflow_registry_schema(), self.config.credentials.database
-        )
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise DbtRuntimeError(
-                f"{model_name}: version must be a version number (--args '{{model: {model_name}, "
-                f"version: 3}}'), got {version!r}."
-            )
+        table, key = self._registry_of(relation)
+        _check_version(model_name, version, "sqlflow_promote")
         connection = self.connections.get_thread_connection()
         with self._user_facing_errors(model_name):
             registry.ensure(connection.handle, table, self.sqlflow_registry_schema())
@@ -243,12 +236,12 @@ class SqlflowAdapter(PostgresAdapter):
         from dbt.adapters.sqlflow import drift_sql, registry
         from dbt.adapters.sqlflow.data import describe
 
-        key = registry.ModelKey(
-            model_relation.database, model_relation.schema, model_relation.identifier
-        )
-        table = registry.table_name(
-            self.sqlflow_registry_schema(), self.config.credentials.database
-        )
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
+            raise DbtRuntimeError(
+                f"{model_name}: sqlflow_drift's threshold is a PSI >= 0 (0.1 a shift to watch, 0.2 a "
+                f"changed population), got {threshold!r}."
+            )
+        table, key = self._registry_of(model_relation)
         handle = self.connections.get_thread_connection().handle
         with self._user_facing_errors(model_name):
             live = registry.load(handle, table, key, None, model_name=model_name)
@@ -279,10 +272,9 @@ class SqlflowAdapter(PostgresAdapter):
             raise DbtRuntimeError(
                 f"{model_name}: format: sql scores a relation: add input: <schema.table> to --args."
             )
-        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
-        table = registry.table_name(
-            self.sqlflow_registry_schema(), self.config.credentials.database
-        )
+        if version is not None:
+            _check_version(model_name, version, "sqlflow_export")
+        table, key = self._registry_of(relation)
         handle = self.connections.get_thread_connection().handle
         with self._user_facing_errors(model_name):
             trained = registry.load(handle, table, key, version, model_name=model_name)
@@ -300,6 +292,15 @@ class SqlflowAdapter(PostgresAdapter):
         with open(path, "wb") as f:
             f.write(data)
         return f"{model_name}: v{trained.version} written as {format} to {path}"
+
+    def _registry_of(self, relation: BaseRelation):
+        """(the registry table, the key its rows of `relation` carry)."""
+        from dbt.adapters.sqlflow import registry
+
+        table = registry.table_name(
+            self.sqlflow_registry_schema(), self.config.credentials.database
+        )
+        return table, registry.ModelKey(relation.database, relation.schema, relation.identifier)
 
     def _artifact_dir(self) -> Optional[str]:
         """`<project>/target/sqlflow`, where nodes write files beside dbt's own artifacts."""
@@ -330,10 +331,7 @@ class SqlflowAdapter(PostgresAdapter):
         found = [r for r in found if r is not None]
         if not found:
             return []
-        table = registry.table_name(
-            self.sqlflow_registry_schema(), self.config.credentials.database
-        )
-        key = registry.ModelKey(relation.database, relation.schema, relation.identifier)
+        table, key = self._registry_of(relation)
         handle = self.connections.get_thread_connection().handle
         return found if registry.trained_with_side_tables(handle, table, key) else []
 
@@ -358,6 +356,14 @@ class SqlflowAdapter(PostgresAdapter):
                 f"{model_name}: dbt-sqlflow failed with {type(exc).__name__}: {exc}. "
                 f"This is a bug; the traceback is in logs/dbt.log."
             ) from exc
+
+
+def _check_version(model_name: str, version, operation: str) -> None:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DbtRuntimeError(
+            f"{model_name}: version must be a version number (--args '{{model: {model_name}, "
+            f"version: 3}}' for {operation}), got {version!r}."
+        )
 
 
 def _keep_ctrl_c_for_the_main_thread() -> None:

@@ -88,14 +88,15 @@ def _one_of(*values):
 _AGE = re.compile(
     r"^\s*\d+(\.\d+)?\s*(second|minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE
 )
-_GATE = re.compile(r"^\s*(>=|<=|>|<|=|==)\s*(live|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)\s*$")
+# promote_if conditions: groups 1 and 2 are the operator and the bound (a number or live)
+GATE = re.compile(r"^\s*(>=|<=|>|<|=|==)\s*(live|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)\s*$")
 
 
 def _is_gate_map(v) -> bool:
     return (
         isinstance(v, dict)
         and len(v) > 0
-        and all(isinstance(k, str) and isinstance(c, str) and _GATE.match(c) for k, c in v.items())
+        and all(isinstance(k, str) and isinstance(c, str) and GATE.match(c) for k, c in v.items())
     )
 
 

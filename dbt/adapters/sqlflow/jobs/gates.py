@@ -2,12 +2,11 @@
 
 import math
 import operator
-import re
 from typing import Callable, Dict, List, Optional
 
 from dbt.adapters.sqlflow.errors import OptionError
+from dbt.adapters.sqlflow.options import GATE
 
-_CONDITION = re.compile(r"^\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
 _COMPARE: Dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -39,7 +38,7 @@ def failures(
     condition passes when there is no live version yet."""
     out = []
     for name, condition in (gates or {}).items():
-        op, bound = _CONDITION.match(condition).groups()  # options.resolve checked the form
+        op, bound = GATE.match(condition).groups()[:2]  # options.resolve checked the form
         key = metric_name(name, metrics)
         value = metrics.get(key)
         if bound == "live":

@@ -43,26 +43,24 @@ def rewrite_weights(
     frame = None if materialization != "ml_train" else _frame(trained)
     if frame is None:
         return False
-    target, staged = key.render(), quote_ident(f"__sqlflow_promoted_{trained.version}")
-    with conn.cursor() as cur:
-        cur.execute("select to_regclass(%s)", (target,))
-        if cur.fetchone()[0] is None:
-            return False
-    columns = list(frame.names)
-    write_frame(conn, f"pg_temp.{staged}", frame)  # a temporary table: the session's only
+    target, staged = (
+        key.render(),
+        f"pg_temp.{quote_ident(f'__sqlflow_promoted_{trained.version}')}",
+    )
     with conn.cursor() as cur:
         cur.execute(
-            "select array_agg(attname::text order by attnum) from pg_attribute "
-            "where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+            "select array_agg(attname::text) from pg_attribute where attrelid = to_regclass(%s) "
+            "and attnum > 0 and not attisdropped",
             (target,),
         )
-        if sorted(cur.fetchone()[0]) != sorted(columns):
-            log.info(
-                f"{target} has other columns than v{trained.version}'s weights: left as built"
-            )
-            return False
-        names = ", ".join(quote_ident(c) for c in columns)
+        existing = cur.fetchone()[0]
+    if sorted(existing or []) != sorted(frame.names):
+        log.info(f"{target} is not v{trained.version}'s weights table shape: left as built")
+        return False
+    write_frame(conn, staged, frame)  # a temporary table, then the rows moved in one transaction
+    names = ", ".join(quote_ident(c) for c in frame.names)
+    with conn.cursor() as cur:
         cur.execute(f"delete from {target}")
-        cur.execute(f"insert into {target} ({names}) select {names} from pg_temp.{staged}")
-        cur.execute(f"drop table pg_temp.{staged}")
+        cur.execute(f"insert into {target} ({names}) select {names} from {staged}")
+        cur.execute(f"drop table {staged}")
     return True

@@ -43,6 +43,11 @@
     {{ exceptions.raise_compiler_error("sqlflow_metric on " ~ model.identifier ~ " needs min or max (or both): "
                                        ~ "arguments: {metric: " ~ metric ~ ", min: 0.7}") }}
   {%- endif -%}
+  {%- for bound in [min, max] if execute and bound is not none and (bound is not number or bound is sameas true
+                                                                    or bound is sameas false) -%}
+    {{ exceptions.raise_compiler_error("sqlflow_metric on " ~ model.identifier ~ ": min and max are numbers, got "
+                                       ~ bound ~ ": arguments: {metric: " ~ metric ~ ", min: 0.7}") }}
+  {%- endfor -%}
   {%- set trained, name = _sqlflow_trained_model(model, ml_model) -%}
   {%- set value = "coalesce(live.metrics -> ('eval_' || " ~ _sqlflow_literal(metric) ~ "), live.metrics -> "
                   ~ _sqlflow_literal(metric) ~ ")" -%}
@@ -69,6 +74,12 @@
 {#- Every cluster holds at least min_share of the rows; a cluster of the model with no rows at all
     (known from the cluster node's centroids) fails too. -#}
 {% test sqlflow_cluster_sizes(model, min_share, column_name='cluster_id') %}
+  {%- if execute and (min_share is not number or min_share is sameas true or min_share is sameas false
+                      or min_share <= 0 or min_share >= 1) -%}
+    {{ exceptions.raise_compiler_error("sqlflow_cluster_sizes on " ~ model.identifier ~ ": min_share is the "
+                                       ~ "smallest share of rows a cluster may hold, between 0 and 1 (e.g. 0.05), got "
+                                       ~ min_share) }}
+  {%- endif -%}
   {%- set centroids = adapter.get_relation(database=model.database, schema=model.schema,
                         identifier=adapter.sqlflow_side_identifier(model.identifier, 'centroids')) if execute else none -%}
   with sizes as (
