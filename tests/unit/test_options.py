@@ -89,3 +89,12 @@ def test_keys_of_other_model_types_are_refused_for_sql_models(key, value):
 def test_replaces_is_an_ml_predict_key():
     options = resolve("ml_predict", {"model": "sales_model", "replaces": "features"}, "scored")
     assert options["replaces"] == "features"
+
+
+def test_incremental_scoring_needs_a_unique_key_of_column_names():
+    options = resolve("ml_predict", {"model": "m", "incremental": True, "unique_key": "id"}, "scored")
+    assert options["unique_key"] == ["id"] and options["on_schema_change"] == "ignore"
+    with pytest.raises(OptionError, match=r"incremental=true scores only rows .* add config\(unique_key="):
+        resolve("ml_predict", {"model": "m", "incremental": True}, "scored")
+    with pytest.raises(OptionError, match=r"unique_key is a column name or a list of them, got \[1, 2\]"):
+        resolve("ml_predict", {"model": "m", "incremental": True, "unique_key": [1, 2]}, "scored")

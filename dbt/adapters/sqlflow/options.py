@@ -496,6 +496,12 @@ def _check_operation(where: str, materialization: str, resolved: Dict, config: D
     """Keys that only make sense together."""
     if materialization == "ml_predict":
         unique_key = config.get("unique_key")
+        if unique_key is not None and not (
+            isinstance(unique_key, str) or _is_name_list(unique_key)
+        ):
+            raise OptionError(
+                f"{where}: unique_key is a column name or a list of them, got {unique_key!r}."
+            )
         resolved["unique_key"] = [unique_key] if isinstance(unique_key, str) else unique_key
         resolved["on_schema_change"] = config.get("on_schema_change") or "ignore"
         if resolved.get("incremental") and not unique_key:
