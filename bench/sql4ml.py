@@ -14,6 +14,10 @@ normalized-schema features with and without per-dimension precomputation.
     in the paper) through the COPY path: computed per observation in the export query, against
     precomputed per item and per store once (dimension feature tables, joined once). The paper saw
     about 2x.
+(d) Dense against sparse data tensors: seconds per full-batch epoch of the translated linear regression
+    and factorization machine over long-format one-hot features (each observation has a share of the
+    features set), as that share grows; with the memory each takes. This is what sets
+    SPARSE_DENSITY, the share under which sparse='auto' keeps a relation sparse.
 """
 import argparse
 import datetime as dt
@@ -203,6 +207,35 @@ def epoch_times(n_obs, n_features=20, epochs=40):
     return statistics.median(ours), statistics.median(hand[1:])
 
 
+def sparse_times(n_obs, n_features, densities, epochs=12):
+    from dbt.adapters.sqlflow.ml.params import Fitting
+    from dbt.adapters.sqlflow.sql4ml import train
+    from dbt.adapters.sqlflow.sql4ml.program import Program, weight_specs
+    from dbt.adapters.sqlflow.sql4ml.translate import Translation
+
+    rng = np.random.default_rng(0)
+    names = np.array([f"f{j:03d}" for j in range(n_features)], object)
+    rows = []
+    for density in densities:
+        per_row = max(1, round(density * n_features))
+        picked = np.argsort(rng.random((n_obs, n_features)), axis=1)[:, :per_row].ravel()
+        data = {"features": {"obs_id": np.repeat(np.arange(n_obs), per_row), "feature": names[picked],
+                             "value": np.ones(n_obs * per_row)},
+                "targets": {"obs_id": np.arange(n_obs), "value": rng.normal(size=n_obs)}}
+        for label, sql, weights in (("linear", LINEAR, WEIGHTS), ("FM, 8 factors", FM, FM_WEIGHTS)):
+            translation = Translation(Program.parse(sql, weight_specs(weights)), data)
+            fitting = Fitting(0.01, epochs, 0, 0)
+            sparse = ["features"]
+            seconds = {}
+            for held in ((), sparse, (), sparse):  # interleaved: a slower moment hits both
+                fit = train.fit(translation, fitting, sparse=held)
+                seconds.setdefault(bool(held), []).append(statistics.median(fit.epoch_seconds[1:]))
+            rows.append((label, per_row / n_features, min(seconds[False]), min(seconds[True]),
+                         translation.dense_bytes() / 2**20, translation.dense_bytes(sparse) / 2**20,
+                         translation.sparse_names("auto") == sparse))
+    return rows
+
+
 def export_times(dsn, n_obs):
     from dbt.adapters.sqlflow.data import read_frame
 
@@ -262,9 +295,11 @@ def main():
     parser.add_argument("--observations", type=int, default=1_000_000)
     parser.add_argument("--epoch-rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--sparse-rows", type=int, default=50_000)
     args = parser.parse_args()
     translation = translation_times(args.runs)
     ours, hand = epoch_times(args.epoch_rows)
+    sparse = sparse_times(args.sparse_rows, 446, (0.0135, 0.05, 0.1, 0.25))
     with temporary_server() as (_, dsn):
         rows, naive, exported, setup = export_times(dsn, args.observations)
     print(f"### sql4ml: translation, epochs, feature export\n{dt.date.today()}, {machine()}\n")
@@ -283,6 +318,12 @@ def main():
     print(f"| features computed per observation | {naive:.2f} |")
     print(f"| precomputed per item and store, joined once | {exported:.2f} ({naive / exported:.2f}x faster) |")
     print(f"| the precomputation itself | {setup:.2f} |")
+    print(f"\n| full-batch epoch, {args.sparse_rows:,} observations, 446 one-hot features | features set "
+          "| dense ms | sparse ms | sparse/dense | dense MB | sparse MB | 'auto' picks sparse |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for label, share, dense, held, dense_mb, sparse_mb, auto in sparse:
+        print(f"| {label} | {100 * share:.1f}% | {1000 * dense:.1f} | {1000 * held:.1f} | "
+              f"{held / dense:.2f}x | {dense_mb:.0f} | {sparse_mb:.0f} | {'yes' if auto else 'no'} |")
 
 
 if __name__ == "__main__":

@@ -472,6 +472,77 @@ class TestNormalizedSchemaInSql:
             assert produced[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
 
 
+FULL_BATCH = FAVORITA.replace("batch_size=256, seed=2", "batch_size=0, seed=2, sparse=SPARSE")
+
+ONE_HOT_AUTO = """{{ config(materialized='ml_train', model_type='sql', weights={'w': ['feature'], 'b': []},
+          learning_rate=0.1, epochs=150, seed=0) }}
+-- 2,000 observations, 2 of 60 one-hot features each: 3% of the 120,000 cells, kept sparse by 'auto'
+with obs as (select o as obs_id from generate_series(1, 2000) o
+), features as (
+    select obs_id, 'f' || lpad((obs_id % 60)::text, 2, '0') as feature, 1.0::float8 as value from obs
+    union all
+    select obs_id, 'f' || lpad(((obs_id * 7 + 13) % 60)::text, 2, '0'), 1.0::float8 from obs
+), targets as (
+    select obs_id, (obs_id % 60) * 0.1 + ((obs_id * 7 + 13) % 60) * 0.05 as value from obs
+), predictions as (
+    select f.obs_id, sum(f.value * w.value) + (select value from b) as value
+    from features f join w on w.feature = f.feature group by f.obs_id
+)
+select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.obs_id = p.obs_id
+"""
+
+
+class TestSparseDataInSql:
+    """Long-format one-hot data held sparse (full batch): the weights, objective and self-check of the
+    dense tensors, and 'auto' picks sparse where the rows fill little of the box."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return TestNormalizedSchemaInSql.seeds.__wrapped__(self)
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {"fav_dense.sql": FULL_BATCH.replace("SPARSE", "false"),
+                "fav_sparse.sql": FULL_BATCH.replace("SPARSE", "true"),
+                "onehot_auto.sql": ONE_HOT_AUTO}
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run"])
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_sparse_and_dense_tensors_learn_the_same_weights(self, project):
+        info = dict(self.rows(project, "select model_name, training_info->'sparse' from {s}.sqlflow_models"))
+        assert info == {"fav_dense": [], "fav_sparse": ["features", "targets"], "onehot_auto": ["features"]}
+        weights = {m: {(t, f or ""): v for t, f, v in self.rows(project, f"select tensor, feature, value from {{s}}.{m}")}
+                   for m in ("fav_dense", "fav_sparse")}
+        assert weights["fav_dense"].keys() == weights["fav_sparse"].keys() and len(weights["fav_dense"]) == 16
+        for k, v in weights["fav_dense"].items():
+            assert weights["fav_sparse"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+    def test_the_self_check_holds_for_sparse_training(self, project):
+        for name in ("fav_sparse", "onehot_auto"):
+            (ours, theirs) = self.rows(project, "select (metrics->>'objective')::float8, "
+                                                "(metrics->>'objective_in_postgresql')::float8 from {s}.sqlflow_models "
+                                                f"where model_name = '{name}'")[0]
+            assert theirs == pytest.approx(ours, rel=1e-6)
+        (objective,) = self.rows(project, "select (metrics->>'objective')::float8 from {s}.sqlflow_models "
+                                          "where model_name = 'onehot_auto'")[0]
+        assert objective < 0.05  # the target is a sum of two one-hot effects: learnable exactly
+
+    def test_sparse_true_with_mini_batches_is_refused(self, project):
+        write = FULL_BATCH.replace("SPARSE", "true").replace("batch_size=0", "batch_size=64")
+        path = os.path.join(project.project_root, "models", "fav_sparse.sql")
+        with open(path, "w") as f:
+            f.write(write)
+        result, out = run_dbt_and_capture(["run", "-s", "fav_sparse"], expect_pass=False)
+        assert "sparse=true keeps the data sparse for full-batch descent" in out
+        assert "set batch_size=0 or sparse='auto'" in out
+
+
 SMALL = """{{ config(materialized='ml_train', model_type='sql', weights=WEIGHTS, key='obs_id', epochs=20) }}
 with features as (
     select obs_id, feature, value from {{ ref('diabetes_features') }} where obs_id < 50

@@ -55,3 +55,14 @@ def test_full_batch_descent_reaches_the_ridge_solution():
     assert trained.objective[0] > trained.objective[-1] >= trained.final - 1e-12
     again = train.fit(translation, fitting)
     np.testing.assert_array_equal(again.weights["w"], trained.weights["w"])  # the same under the seed
+
+
+def test_sparse_training_gives_the_dense_weights():
+    from dbt.adapters.sqlflow.sql4ml import train
+
+    X, y, translation = problem()
+    fitting = Fitting(learning_rate=0.05, epochs=200, batch_size=0, seed=3, optimizer="adam")
+    dense = train.fit(translation, fitting)
+    sparse = train.fit(translation, fitting, sparse=["features", "targets"])
+    np.testing.assert_allclose(sparse.weights["w"], dense.weights["w"], rtol=1e-9)
+    assert sparse.final == pytest.approx(dense.final, rel=1e-9)

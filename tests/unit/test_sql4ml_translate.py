@@ -181,3 +181,80 @@ def test_a_where_in_a_data_cte_is_fine():
     sql = LINEAR.replace("from house_features)", "from house_features where value > -100)")
     _, t = translated(sql, {"w": ["feature"], "b": []}, long_data())
     assert t.weight_shape("w") == (F,)
+
+
+def one_hot(n=3000, features=200, per_row=3, seed=11):
+    """Long-format one-hot features: each observation has `per_row` of `features` set (1.5% dense)."""
+    rng = np.random.default_rng(seed)
+    names = np.array([f"f{j:03d}" for j in range(features)], dtype=object)
+    picked = np.stack([rng.choice(features, per_row, replace=False) for _ in range(n)])
+    ids = np.repeat(np.arange(n), per_row)
+    X = np.zeros((n, features))
+    X[ids, picked.ravel()] = 1.0
+    data = {"x": {"obs_id": ids, "feature": names[picked.ravel()], "value": np.ones(n * per_row)},
+            "t": {"obs_id": np.arange(n), "value": rng.normal(size=n)}}
+    return X, data
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_sparse_relations_evaluate_exactly_as_dense(frozen):
+    # the FM reads the features in sums of products, squares and pairs: every sparse path
+    _, t = translated(FM, {"w": ["feature"], "v": {"index": ["feature", "factor"], "size": {"factor": 4}}},
+                      one_hot()[1])
+    assert t.sparse_names("auto") == ["x"]  # 600k cells, 1.5% filled; the targets are dense
+    w, v = RNG.normal(size=200), RNG.normal(size=(200, 4))
+    b = NumpyBackend()
+    t.frozen = {} if frozen else None
+    dense = t.evaluate(b, {"w": w, "v": v})
+    sparse = t.evaluate(b, {"w": w, "v": v}, t.data_relations(b, ["x"]))
+    assert float(sparse) == pytest.approx(float(dense), rel=1e-12)
+    _, small = translated(LINEAR, {"w": ["feature"], "b": []}, long_data())
+    assert small.sparse_names("auto") == [] and small.sparse_names(True) == ["features", "targets"]
+    assert small.sparse_names(False) == []
+
+
+def test_sparse_memory_is_counted_per_row():
+    _, t = translated(FM, {"w": ["feature"], "v": {"index": ["feature", "factor"], "size": {"factor": 4}}},
+                      one_hot()[1])
+    rows = 3000 * 3  # obs_id, feature coordinates + value + mask per row
+    assert t.dense_bytes(["x"]) == 8 * rows * 4 + 8 * 3000 * 2
+    assert t.dense_bytes() == 8 * 3000 * 200 * 2 + 8 * 3000 * 2
+
+
+def test_sparse_gradients_in_tensorflow_equal_the_dense_ones():
+    tf = pytest.importorskip("tensorflow")
+    from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
+
+    X, data = one_hot()
+    _, t = translated(FM, {"w": ["feature"], "v": {"index": ["feature", "factor"], "size": {"factor": 4}}}, data)
+    backend = TensorflowBackend(tf)
+    grads = []
+    for sparse in ([], ["x"]):
+        w, v = tf.Variable(np.full(200, 0.05)), tf.Variable(np.full((200, 4), 0.02))
+        with tf.GradientTape() as tape:
+            loss = t.evaluate(backend, {"w": w, "v": v}, t.data_relations(backend, sparse))
+        grads.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, [w, v])] + [float(loss)])
+    (gw, gv, loss), (sw, sv, sloss) = grads
+    assert sloss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(sw, gw, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(sv, gv, rtol=1e-10, atol=1e-14)
+    # and the linear part's gradient is the closed form, over the observations' one-hot rows
+    residual = X @ np.full(200, 0.05) + 0.5 * ((X @ np.full((200, 4), 0.02)) ** 2 - X @ np.full((200, 4), 0.02 ** 2)).sum(1) - data["t"]["value"]
+    np.testing.assert_allclose(sw, 2 * X.T @ residual / 3000, rtol=1e-9)
+
+
+def test_a_sparse_product_with_several_dense_factors_is_gathered_at_its_rows():
+    # x[obs, feature] * w[feature] * t[obs]: not one matrix product (obs is kept and shared with t)
+    sql = """
+    with x as (select obs_id, feature, value from data), t as (select obs_id, y as value from labels),
+    pred as (select x.obs_id, sum(x.value * w.value * t.value) as value
+             from x join w on w.feature = x.feature join t on t.obs_id = x.obs_id group by x.obs_id)
+    select sum(pred.value) + avg(pred.value) from pred
+    """
+    X, data = one_hot()
+    _, t = translated(sql, {"w": ["feature"]}, data)
+    w, b = RNG.normal(size=200), NumpyBackend()
+    expected = (X @ w) * data["t"]["value"]
+    for held in ([], ["x"], ["x", "t"]):
+        got = t.evaluate(b, {"w": w}, t.data_relations(b, held))
+        assert float(got) == pytest.approx(expected.sum() + expected.mean(), rel=1e-12)

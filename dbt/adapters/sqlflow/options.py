@@ -340,6 +340,13 @@ SQL_OPTIONS = [
         "a whole number >= 0 (0 = full-batch gradient descent)",
         SQL,
     ),
+    Option(
+        "sparse",
+        "auto",
+        lambda v: v in ("auto", True, False, "true", "false"),
+        "'auto', true or false (keep long-format data relations sparse on a full batch)",
+        SQL,
+    ),
 ]
 
 # Xie et al.'s settings where ours for other model types differ
@@ -485,6 +492,12 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
         raise OptionError(
             f"{where}: a sql model learns the weights its SQL reads: declare them with "
             f"config(weights={{'w': ['feature'], 'b': []}}) (name: index columns)."
+        )
+    if model_type == "sql" and resolved.get("sparse") in (True, "true") and resolved["batch_size"]:
+        raise OptionError(
+            f"{where}: sparse=true keeps the data sparse for full-batch descent, and "
+            f"batch_size={resolved['batch_size']} cuts mini-batches; set batch_size=0 or "
+            f"sparse='auto'."
         )
     _check_operation(where, materialization, resolved, config)
     if materialization == "ml_predict" and not resolved.get("model"):

@@ -24,6 +24,7 @@ from dbt.adapters.sqlflow.ml import params
 from dbt.adapters.sqlflow.sql4ml.program import (
     Program,
     ProgramError,
+    named_tables,
     position,
     referenced_tables,
     weight_specs,
@@ -46,6 +47,7 @@ class Read:
     stream: Optional["Stream"] = (
         None  # mini-batches read from the database (over memory_budget_mb)
     )
+    sparse: List[str] = field(default_factory=list)  # data relations held sparse (full batch)
 
 
 class Stream:
@@ -175,11 +177,10 @@ def _checked(name: str, frame: Frame) -> Frame:
 
 def _undeclared_weights(ctx: JobContext, program: Program) -> None:
     """A data CTE reading an unqualified name that is no CTE and no relation: a weight not declared."""
-    from sqlglot import exp
 
     with ctx.conn.cursor() as cur:
         for name in program.data:
-            for table in program.ctes[name].find_all(exp.Table):
+            for table in named_tables(program.ctes[name]):
                 if table.db or table.name.lower() in program.ctes:
                     continue
                 cur.execute("select to_regclass(%s)", (table.name,))
@@ -310,7 +311,9 @@ class Sql4mlJob:
             if ctx.empty or (stream is None and any(f.n_rows == 0 for f in frames.values())):
                 return Read(program, None, frames, stream=stream)
             translation = Translation(program, data)
-            dense = translation.dense_bytes()
+            full_batch = not ctx.options.get("batch_size")
+            sparse = translation.sparse_names(ctx.options.get("sparse")) if full_batch else []
+            dense = translation.dense_bytes(sparse)
             if not stream and _streams(ctx, dense, "its tensors would take"):
                 log.info(
                     f"the data tensors would take {dense / 2**20:.0f} MB: reading mini-batches"
@@ -328,11 +331,12 @@ class Sql4mlJob:
             raise
         timings = _timings(started, parsed, read_done, time.perf_counter())
         rows = stream.rows if stream else sum(f.n_rows for f in frames.values())
+        held = f" ({', '.join(sparse)} sparse)" if sparse and not stream else ""
         log.info(
             f"translated {len(program.model)} CTE(s) and the objective; "
-            f"{'staged' if stream else 'read'} {rows} rows of {len(data)} data relation(s)"
+            f"{'staged' if stream else 'read'} {rows} rows of {len(data)} data relation(s){held}"
         )
-        return Read(program, translation, frames, timings, stream)
+        return Read(program, translation, frames, timings, stream, [] if stream else sparse)
 
     def fit_and_write(self, ctx: JobContext, state: Read) -> Outcome:
         if state.translation is None:
@@ -382,7 +386,7 @@ def _train(ctx: JobContext, state: Read, input_fingerprint: str, rows: int) -> O
     translation, options = state.translation, ctx.options
     fitting = _fitting(options)
     key = (options.get("key") or [None])[0]
-    trained = train.fit(translation, fitting, key, state.stream)
+    trained = train.fit(translation, fitting, key, state.stream, state.sparse)
     interrupt.check()
     if not np.isfinite(trained.final):
         raise InputError(
@@ -519,6 +523,7 @@ def _register(ctx, state: Read, trained, in_postgresql: float, fingerprint, rows
             "observations": len(state.stream.sample) if state.stream else "all",
         },
         "streamed": bool(state.stream),
+        "sparse": state.sparse,
     }
     features = {
         "data": {n: [c.name for c in f.columns] for n, f in state.frames.items()},

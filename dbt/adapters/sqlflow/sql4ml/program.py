@@ -69,10 +69,15 @@ def position(text: str, node) -> str:
 
 
 def referenced_tables(select) -> Set[str]:
-    """Relation names a SELECT reads, in its FROM, joins and subqueries."""
+    """Relation names a SELECT reads, in its FROM, joins and subqueries (not set-returning functions
+    such as generate_series, which name no relation)."""
+    return {t.name.lower() for t in named_tables(select)}
+
+
+def named_tables(select) -> List[Any]:
     from sqlglot import exp
 
-    return {t.name.lower() for t in select.find_all(exp.Table)}
+    return [t for t in select.find_all(exp.Table) if isinstance(t.this, exp.Identifier)]
 
 
 @dataclass

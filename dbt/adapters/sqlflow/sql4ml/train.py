@@ -4,12 +4,13 @@ the paper, and the weights as rows again (for the weights table and for the self
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Collection, Dict, List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.ml.params import Fitting
+from dbt.adapters.sqlflow.progress import Progress
 from dbt.adapters.sqlflow.sql4ml.program import WeightSpec
 from dbt.adapters.sqlflow.sql4ml.translate import NotNumeric, Relation, Translation
 
@@ -61,11 +62,16 @@ def stopped(history: List[float], patience: int) -> bool:
 
 
 def fit(
-    translation: Translation, fitting: Fitting, key: Optional[str] = None, stream=None
+    translation: Translation,
+    fitting: Fitting,
+    key: Optional[str] = None,
+    stream=None,
+    sparse: Collection[str] = (),
 ) -> Trained:
     """Gradient descent on the objective: full batch (batch_size 0, the paper's setting) or
-    mini-batches along the `key` axis. The data tensors are built once, or, with a `stream`
-    (jobs.sql4ml.Stream), each mini-batch is read from the database when it is due."""
+    mini-batches along the `key` axis. The data tensors are built once (the relations in `sparse`
+    as Coo, on a full batch), or, with a `stream` (jobs.sql4ml.Stream), each mini-batch is read
+    from the database when it is due."""
     from dbt.adapters.sqlflow.ml.keras_models import tensorflow_session
     from dbt.adapters.sqlflow.sql4ml.tensors import TensorflowBackend
 
@@ -75,7 +81,8 @@ def fit(
         import tensorflow as tf  # under the session's lock: two threads importing it deadlock
 
         backend = TensorflowBackend(tf)
-        data = stream.static(backend) if stream else translation.data_relations(backend)
+        held = () if axes else sparse  # mini-batches cut dense tensors (tf.gather)
+        data = stream.static(backend) if stream else translation.data_relations(backend, held)
         specs = translation.program.weights
         variables = {
             n: tf.Variable(initial(s, translation.weight_shape(n), rng), dtype=tf.float64, name=n)
@@ -151,6 +158,7 @@ def _descend(
         shape_of.setdefault("batch", batch)
         return streamed_step(_flat(batch))
 
+    progress = Progress(log, "epoch", fitting.epochs)
     for epoch in range(fitting.epochs):
         interrupt.check()
         started = time.perf_counter()
@@ -158,8 +166,7 @@ def _descend(
         trained.epoch_seconds.append(time.perf_counter() - started)
         trained.objective.append(float(np.mean(losses)))
         trained.epochs_run = epoch + 1
-        if epoch == 0 or (epoch + 1) % max(1, fitting.epochs // 5) == 0:
-            log.debug(f"epoch {epoch + 1}/{fitting.epochs}: objective {losses[-1]:.6g}")
+        progress.step(epoch + 1, f"objective {trained.objective[-1]:.6g}")
         if stopped(trained.objective, fitting.early_stopping or 0):
             log.debug(f"early stopping after epoch {epoch + 1}")
             break

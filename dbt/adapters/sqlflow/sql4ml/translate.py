@@ -8,7 +8,7 @@ exist. Domains (the values an axis runs over) are shared by columns that are eve
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from dbt.adapters.sqlflow.sql4ml.program import (
     referenced_tables,
 )
 from dbt.adapters.sqlflow.sql4ml.tensors import (
+    Coo,
     Named,
     NumpyBackend,
     Tensor,
@@ -35,6 +36,12 @@ SUPPORTED = (
     "sum, avg, count, CASE WHEN over data columns, casts, scalar subqueries, equality joins, "
     "GROUP BY"
 )
+
+# a data relation is kept sparse on a full batch when its rows fill at most this share of its dense
+# box and the box has at least this many cells (below that, dense einsum is as fast and simpler);
+# measured in bench/sql4ml.py
+SPARSE_DENSITY = 0.1
+SPARSE_MIN_CELLS = 100_000
 
 
 class _Sets:
@@ -357,14 +364,41 @@ class Translation:
         """The data CTEs the translated part reads, with their key columns (the tensors' axes)."""
         return {n: self.keys[n] for n in self.program.data if n in self.keys}
 
-    def dense_bytes(self) -> int:
+    def dense_bytes(self, sparse: Collection[str] = ()) -> int:
         """What the data tensors take in memory: a value tensor per numeric column and a mask, over
-        the product of the key domains (a long relation of n rows can be far larger dense)."""
+        the product of the key domains (a long relation of n rows can be far larger dense), or per
+        row with its coordinates for the relations in `sparse`."""
         total = 0
         for name, keys in self.data_keys().items():
-            cells = int(np.prod([len(self.domain(name, k)) for k in keys])) if keys else 1
-            total += 8 * cells * (1 + len(self.value_columns(name)))
+            columns = 1 + len(self.value_columns(name))
+            if name in sparse:
+                total += 8 * self.rows(name) * (columns + len(keys))
+            else:
+                total += 8 * self.cells(name) * columns
         return total
+
+    def cells(self, name: str) -> int:
+        keys = self.keys[name]
+        return int(np.prod([len(self.domain(name, k)) for k in keys])) if keys else 1
+
+    def rows(self, name: str) -> int:
+        columns = self.data.get(name) or {}
+        return len(next(iter(columns.values()))) if columns else 0
+
+    def sparse_names(self, mode: Any = "auto") -> List[str]:
+        """The data relations kept sparse while training on a full batch: with 'auto' those whose
+        rows fill at most SPARSE_DENSITY of their dense box when the box is large enough to matter
+        (long-format one-hot features); every keyed relation with True; none with False."""
+        if mode is False or mode == "false":
+            return []
+        keyed = [n for n, keys in self.data_keys().items() if keys and n in self.data]
+        if mode is True or mode == "true":
+            return keyed
+        return [
+            n
+            for n in keyed
+            if self.cells(n) >= SPARSE_MIN_CELLS and self.rows(n) <= SPARSE_DENSITY * self.cells(n)
+        ]
 
     def value_columns(self, name: str) -> List[str]:
         keys = self.keys[name]
@@ -374,21 +408,28 @@ class Translation:
             if c not in keys and np.asarray(v).dtype.kind in "biuf"
         ]
 
-    def data_relations(self, backend) -> Dict[str, Relation]:
-        """The data CTEs the translated part reads, scattered into dense tensors over their keys."""
+    def data_relations(self, backend, sparse: Collection[str] = ()) -> Dict[str, Relation]:
+        """The data CTEs the translated part reads, scattered into tensors over their keys: dense,
+        or for the relations in `sparse` a Coo of their rows."""
         out = {}
         for name in self.data_keys():
             columns = self.data.get(name)
             if columns is None:
                 raise ProgramError(f"no rows were read for data relation {name}.")
-            out[name] = self.scatter(backend, name, columns)
+            out[name] = self.scatter(backend, name, columns, sparse=name in sparse)
         return out
 
     def scatter(
-        self, backend, name: str, columns: Mapping[str, np.ndarray], batch=None
+        self,
+        backend,
+        name: str,
+        columns: Mapping[str, np.ndarray],
+        batch=None,
+        sparse: bool = False,
     ) -> Relation:
         """One data relation's rows as dense tensors over its keys' domains; `batch` = (key column,
-        its values in batch order) replaces that key's domain by the batch's (a streamed mini-batch)."""
+        its values in batch order) replaces that key's domain by the batch's (a streamed mini-batch).
+        With `sparse` the tensors are Coo over the rows (in row-major order), not dense boxes."""
         keys = self.keys[name]
         rows = len(next(iter(columns.values()))) if columns else 0
         if not keys:  # read whole, as a scalar subquery
@@ -406,13 +447,16 @@ class Translation:
                 len(batch[1]) if batch and k == batch[0] else len(self.domain(name, k))
                 for k in keys
             )
+            flat = np.ravel_multi_index(index, shape) if rows else np.zeros(0, np.int64)
+            if len(np.unique(flat)) < len(flat):
+                raise ProgramError(
+                    f"data relation {name} has more than one row for some ({', '.join(keys)}); "
+                    f"its key columns must identify its rows (aggregate it, or group by more)."
+                )
+            if sparse:
+                return self._sparse(backend, name, columns, index, shape, np.argsort(flat))
             mask = np.zeros(shape)
-            np.add.at(mask, index, 1.0)
-        if (mask > 1).any():
-            raise ProgramError(
-                f"data relation {name} has more than one row for some ({', '.join(keys)}); "
-                f"its key columns must identify its rows (aggregate it, or group by more)."
-            )
+            mask[index] = 1.0
         values: Dict[str, Any] = {}
         for column, array in columns.items():
             if column in keys:
@@ -426,6 +470,23 @@ class Translation:
                 dense[index] = numbers
             values[column] = backend.constant(dense)
         return Relation(keys, values, backend.constant(mask), "data")
+
+    def _sparse(self, backend, name, columns, index, shape, order) -> Relation:
+        keys = self.keys[name]
+        host = np.stack([i[order] for i in index], axis=1).astype(np.int64)
+        coords = backend.integers(host)
+
+        def coo(values) -> Coo:
+            return Coo(
+                coords, backend.constant(np.asarray(values, np.float64)[order]), shape, host
+            )
+
+        values: Dict[str, Any] = {
+            c: coo(a) if np.asarray(a).dtype.kind in "biuf" else NotNumeric(name, c)
+            for c, a in columns.items()
+            if c not in keys
+        }
+        return Relation(keys, values, coo(np.ones(len(order))), "data")
 
     def _positions(self, name: str, key: str, values: np.ndarray, batch) -> np.ndarray:
         if batch and key == batch[0]:  # the batch's own order, as tf.gather would lay it out
@@ -623,7 +684,8 @@ class _Scope:
                 and not exponent.is_string
                 and float(exponent.this) == 2
             ):
-                base = dense(b, self.expr(node.this))  # squares: a product (a cheaper gradient)
+                base = self.expr(node.this)  # squares: a product (a cheaper gradient)
+                base = base if isinstance(base, Named) else dense(b, base)
                 return multiply(base, base)
             (x, y), axes = align(b, self.expr(node.this), self.expr(exponent))
             return Named(b.apply("power", x, y), axes)
