@@ -16,6 +16,7 @@ import numpy as np
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.ml import keras_models, networks
 from dbt.adapters.sqlflow.ml.params import Dec, Fitting
+from dbt.adapters.sqlflow.progress import Progress
 
 _CLUSTERING_LAYER = None
 
@@ -196,6 +197,7 @@ def _fit_once(
         "pretrain_loss": [],
         "loss": [],
         "label_change": [],
+        "update_seconds": [],  # seconds since clustering began, at each target update
         "streamed": rows is not None,
     }
     with keras_models.tensorflow_session(seed) as keras:
@@ -254,11 +256,19 @@ def _pretrain(keras, autoencoder, data, p: Dec, info: Dict) -> None:
         size = min(p.batch_size, data.n_rows)
         pairs = ((X, X) for X in data.minibatches(size, np.random.default_rng(p.seed)))
         history = keras_models.fit_stream(
-            keras, autoencoder, pairs, max(data.n_rows // size, 1), "mse", settings
+            keras,
+            autoencoder,
+            pairs,
+            max(data.n_rows // size, 1),
+            "mse",
+            settings,
+            what="pretraining epoch",
         )
     else:
         X = data.astype(np.float32)
-        history = keras_models.fit(keras, autoencoder, X, X, "mse", settings)
+        history = keras_models.fit(
+            keras, autoencoder, X, X, "mse", settings, what="pretraining epoch"
+        )
     info["pretrain_loss"] = history.loss
     info["pretrain_epoch_seconds"] = history.epoch_seconds
 
@@ -356,15 +366,17 @@ def _train_clusters(model, targets, p: Dec, info: Dict, labels: Optional[np.ndar
     tol = 0.001 if p.tol is None else p.tol
     max_iter = p.max_iter or p.epochs * int(np.ceil(targets.n_rows / targets.size))
     started = time.perf_counter()
+    # logged at the target updates only: a line per iteration would cost more than the iteration
+    progress = Progress(keras_models.log, "DEC iteration", max_iter)
     for iteration in range(max_iter):
         if iteration % interval == 0:
             new = targets.update()
+            info["update_seconds"].append(time.perf_counter() - started)
             if labels is not None:
                 change = float((new != labels).mean())
                 info["label_change"].append(change)
-                keras_models.log.debug(
-                    f"DEC iteration {iteration}: {change:.4f} of labels changed"
-                )
+                loss = f", loss {info['loss'][-1]:.6g}" if info["loss"] else ""
+                progress.step(iteration, f"{change:.4f} of labels changed{loss}")
                 if iteration > 0 and change < tol:
                     break
             labels = new

@@ -20,6 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
+from dbt.adapters.sqlflow.progress import Progress
 from dbt.adapters.sqlflow.errors import ArtifactError
 from dbt.adapters.sqlflow.ml.params import Fitting
 
@@ -83,9 +84,11 @@ class History:
 
 
 class _ProgressLog:
-    """A Keras callback writing each epoch's losses and duration to the log (dbt shows them)."""
+    """A Keras callback: each epoch's losses and duration to the log (a tenth of the epochs shown)."""
 
-    def __new__(cls, keras, total: int, seconds: List[float]):
+    def __new__(cls, keras, total: int, seconds: List[float], what: str = "epoch"):
+        progress = Progress(log, what, total)
+
         class Callback(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 self.started = time.perf_counter()
@@ -96,23 +99,25 @@ class _ProgressLog:
                 seconds.append(time.perf_counter() - self.started)
                 logs = logs or {}
                 held_out = f", val loss {logs['val_loss']:.6g}" if "val_loss" in logs else ""
-                # a handful of progress lines per run; every epoch goes to the debug log
-                shown = (epoch + 1) % max(1, total // 5) == 0 or epoch == 0
-                (log.info if shown else log.debug)(
-                    f"epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.6g}{held_out}"
-                    f" ({seconds[-1]:.2f} s)"
-                )
+                loss = logs.get("loss", float("nan"))
+                progress.step(epoch + 1, f"loss {loss:.6g}{held_out}")
 
         return Callback()
 
 
 def _run(
-    keras, model, loss: str, fitting: Fitting, has_validation: bool, **fit_arguments
+    keras,
+    model,
+    loss: str,
+    fitting: Fitting,
+    has_validation: bool,
+    what: str = "epoch",
+    **fit_arguments,
 ) -> History:
     """Compile, fit with progress logging (and early stopping when asked), and collect the history."""
     model.compile(optimizer=_optimizer(keras, fitting.optimizer, fitting.learning_rate), loss=loss)
     seconds: List[float] = []
-    callbacks = [_ProgressLog(keras, fitting.epochs, seconds)]
+    callbacks = [_ProgressLog(keras, fitting.epochs, seconds, what)]
     if fitting.early_stopping and has_validation:
         # gains below 1e-4 do not count: a convex loss otherwise creeps down for ever
         callbacks.append(
@@ -146,6 +151,7 @@ def fit(
     fitting: Fitting,
     validation: Optional[tuple] = None,
     sample_weight: Optional[np.ndarray] = None,
+    what: str = "epoch",
 ) -> History:
     return _run(
         keras,
@@ -153,6 +159,7 @@ def fit(
         loss,
         fitting,
         validation is not None,
+        what,
         x=X,
         y=y,
         batch_size=fitting.batch_size,
@@ -171,6 +178,7 @@ def fit_stream(
     fitting: Fitting,
     validation=None,
     validation_steps: int = 0,
+    what: str = "epoch",
 ) -> History:
     """As fit, from an endless generator of (X, y[, sample_weight]) batches, `steps` per epoch."""
     return _run(
@@ -179,6 +187,7 @@ def fit_stream(
         loss,
         fitting,
         validation is not None,
+        what,
         x=batches,
         steps_per_epoch=steps,
         validation_data=validation,
