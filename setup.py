@@ -36,6 +36,7 @@ setup(
         "numpy>=1.26,<3",
         "scikit-learn>=1.4,<2",
         "sqlglot>=25,<31",  # sql4ml parses its programs; pure Python, imported only when one runs
+        "matplotlib>=3.8,<4",  # the model cards' charts; imported only when a card is written
     ],
     extras_require={
         "tensorflow": tensorflow,
@@ -43,7 +44,14 @@ setup(
         # ONNX export (sqlflow_export): tf2onnx converts every model's scoring graph; onnxruntime checks it
         "export": export,
         "all": tensorflow + embedded + export,
-        "test": ["pytest>=8,<10", "dbt-tests-adapter>=1.10,<2", "setuptools>=68", "wheel"],
+        # playwright drives the system's Chromium (no browser download) in the model card tests
+        "test": [
+            "pytest>=8,<10",
+            "dbt-tests-adapter>=1.10,<2",
+            "setuptools>=68",
+            "wheel",
+            "playwright>=1.40,<2",
+        ],
         "bench": ["pandas>=2,<4", "sqlalchemy>=2,<3"],
         # mypy 2 needs pathspec>=1, which dbt-core 1.11 does not allow
         "lint": ["ruff>=0.6,<1", "mypy>=1.10,<2", "types-psycopg2>=2.9"],

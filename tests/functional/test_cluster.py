@@ -211,7 +211,7 @@ class TestScalableAutomaticKAndSupport:
             "auto_km.sql": _cluster("n_clusters=0, k_range=[2, 7]"),
             "auto_em.sql": _cluster("model_type='em', n_clusters=0, k_range=[2, 6]"),
             "supported.sql": _cluster("n_clusters=6, minimum_support=900, pass_through=false"),
-            "auto_km_sweep.sql": "select * from {{ ml_training_info(ref('auto_km')) }}",
+            "auto_km_sweep.sql": "select * from {{ ml_k_sweep(ref('auto_km')) }}",
         }
 
     @pytest.fixture(scope="class", autouse=True)

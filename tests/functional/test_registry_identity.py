@@ -25,7 +25,7 @@ class TestAliasesAndSchemas:
                               "union all select 'quoted', count(*) from {{ ml_versions(ref('quoted')) }}\n"
                               "union all select 'segments', count(*) from {{ ml_versions(ref('segments')) }}\n"
                               "union all select 'evaluate', count(*) from {{ ml_evaluate(ref('aliased')) }}\n"
-                              "union all select 'k', max(k) from {{ ml_training_info(ref('dev_side')) }}\n"
+                              "union all select 'history', count(*) from {{ ml_training_info(ref('dev_side')) }}\n"
                               "union all select 'seg_k', max((options ->> 'n_clusters')::int)\n"
                               "  from {{ ml_versions(ref('segments')) }}\n"
                               "union all select 'dev_k', max((options ->> 'n_clusters')::int)\n"
@@ -44,6 +44,7 @@ class TestAliasesAndSchemas:
         assert counts["quoted"] == 1, "the alias with quotes must match only its own rows"
         assert counts["evaluate"] > 0
         assert counts["seg_k"] == 4 and counts["dev_k"] == 2, "same identifier, other schema: other model"
+        assert counts["history"] == 1  # the in-memory k-means fit: one row with its iterations
         rows = project.run_sql(
             f"select relation_schema, relation_identifier, max(version), count(*) from "
             f"{project.test_schema}.sqlflow_models group by 1, 2 order by 1, 2", fetch="all")

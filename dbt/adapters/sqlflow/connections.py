@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from dbt.adapters.contracts.connection import AdapterResponse
 from dbt.adapters.events.logging import AdapterLogger
 from dbt.adapters.postgres.connections import PostgresConnectionManager, PostgresCredentials
 
@@ -17,6 +18,19 @@ _EMBEDDED_DEFAULTS: Dict[str, Any] = {
     "database": "postgres",
     "embedded_path": environments.DEFAULT_EMBEDDED_PATH,
 }
+
+
+@dataclass
+class SqlflowAdapterResponse(AdapterResponse):
+    """An ML node's outcome in run_results.json (`adapter_response`), where orchestrators read it as
+    metadata: the model version trained or used, its type, when it was trained, and its key metrics."""
+
+    model_name: Optional[str] = None
+    model_version: Optional[int] = None
+    model_type: Optional[str] = None
+    trained_at: Optional[str] = None
+    training_rows: Optional[int] = None
+    metrics: Optional[Dict[str, float]] = None
 
 
 @dataclass

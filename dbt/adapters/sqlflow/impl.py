@@ -12,7 +12,7 @@ from dbt.adapters.postgres.impl import PostgresAdapter, PostgresConfig
 from dbt_common.exceptions import DbtDatabaseError, DbtRuntimeError
 
 from dbt.adapters.sqlflow import log_bridge
-from dbt.adapters.sqlflow.connections import SqlflowConnectionManager
+from dbt.adapters.sqlflow.connections import SqlflowAdapterResponse, SqlflowConnectionManager
 
 MAX_IDENTIFIER = 63
 logger = AdapterLogger("Sqlflow")
@@ -110,6 +110,7 @@ class SqlflowAdapter(PostgresAdapter):
                 for name, r in (refs or {}).items()
             },
             artifact_dir=self._artifact_dir(),
+            invoked_as=_invoked_as(),
         )
         job = jobs.for_node(materialization, options["model_type"])
         try:
@@ -127,7 +128,41 @@ class SqlflowAdapter(PostgresAdapter):
             materialization
         ]
         code = "REJECTED" if outcome.rejected else "UNCHANGED" if outcome.unchanged else code
-        return AdapterResponse(_message=outcome.message, code=code, rows_affected=outcome.rows)
+        model_key = (
+            ctx.model_key(options["model"]) if materialization == "ml_predict" else ctx.node
+        )
+        return self._response(ctx, model_key, outcome, code)
+
+    def _response(self, ctx, model_key, outcome, code: str) -> AdapterResponse:
+        """The outcome with the version's facts, for run_results.json's adapter_response."""
+        from dbt.adapters.sqlflow import facts, registry
+
+        found = (
+            registry.summary(ctx.conn, ctx.registry_table, model_key, outcome.version)
+            if outcome.version
+            else None
+        )
+        if found is None:
+            return SqlflowAdapterResponse(
+                _message=outcome.message, code=code, rows_affected=outcome.rows
+            )
+        metrics = {
+            name: float(value)
+            for name, _, value, _ in facts.key_metrics(
+                found["model_type"], found["parameters"], found["metrics"]
+            )
+        }
+        return SqlflowAdapterResponse(
+            _message=outcome.message,
+            code=code,
+            rows_affected=outcome.rows,
+            model_name=found["model_name"],
+            model_version=outcome.version,
+            model_type=found["model_type"],
+            trained_at=found["trained_at"],
+            training_rows=found["row_count"],
+            metrics=metrics,
+        )
 
     def _fit_and_write(self, job, ctx, state):
         """The write phase. A candidate rejected by promote_if has written nothing but its registry
@@ -293,6 +328,61 @@ class SqlflowAdapter(PostgresAdapter):
             f.write(data)
         return f"{model_name}: v{trained.version} written as {format} to {path}"
 
+    @available
+    def sqlflow_card(self, relation: BaseRelation, model_name: str, version=None) -> str:
+        """Write the model card of a version (default: the live one) and the index, from the registry.
+        After a node's commit; a card that cannot be written is a warning, never a failed node."""
+        import os
+
+        from dbt.adapters.sqlflow import cards, registry
+
+        directory = os.path.join(self._artifact_dir() or "target", "cards")
+        table, key = self._registry_of(relation)
+        handle = self.connections.get_thread_connection().handle
+        try:
+            trained = registry.load(handle, table, key, version, model_name=model_name)
+            path = cards.write_card(directory, trained, registry.versions(handle, table, key))
+            handle.commit()  # the reads above opened a transaction
+        except Exception as exc:  # the model is trained and stored either way
+            handle.rollback()
+            logger.debug(traceback.format_exc())
+            logger.warning(f"{model_name}: no model card written ({type(exc).__name__}: {exc})")
+            return ""
+        logger.debug(f"{model_name}: model card at {path}")
+        return path
+
+    @available
+    def sqlflow_cards(self, nodes: List[Dict], model=None, version=None) -> str:
+        """`dbt run-operation sqlflow_cards`: every ML model's card (or one model's, at `version`)
+        rebuilt from the registry, and the index."""
+        if version is not None:
+            _check_version(model or "sqlflow_cards", version, "sqlflow_cards")
+        written, missing = [], []
+        for node in nodes:
+            if model and node["name"] != model:
+                continue
+            relation = self.Relation.create(
+                database=node["database"], schema=node["schema"], identifier=node["identifier"]
+            )
+            table, key = self._registry_of(relation)
+            handle = self.connections.get_thread_connection().handle
+            if not self._has_versions(handle, table, key):
+                missing.append(node["name"])
+                continue
+            if self.sqlflow_card(relation, node["name"], version):
+                written.append(node["name"])
+        if model and not written and not missing:
+            raise DbtRuntimeError(f"sqlflow_cards: no ML model named '{model}' in this project.")
+        note = f"; not trained yet: {', '.join(missing)}" if missing else ""
+        return f"sqlflow_cards: {len(written)} card(s) written{note}"
+
+    def _has_versions(self, handle, table: str, key) -> bool:
+        from dbt.adapters.sqlflow import registry
+
+        found = bool(registry.versions(handle, table, key))
+        handle.commit()
+        return found
+
     def _registry_of(self, relation: BaseRelation):
         """(the registry table, the key its rows of `relation` carry)."""
         from dbt.adapters.sqlflow import registry
@@ -364,6 +454,22 @@ def _check_version(model_name: str, version, operation: str) -> None:
             f"{model_name}: version must be a version number (--args '{{model: {model_name}, "
             f"version: 3}}' for {operation}), got {version!r}."
         )
+
+
+def _invoked_as() -> Optional[str]:
+    """The dbt command of this invocation (`dbt build -s +churn_model`), for the model card."""
+    try:
+        from dbt.flags import get_flags
+
+        flags = get_flags()
+        command = ["dbt", str(getattr(flags, "WHICH", "") or "")]
+        for name, option in (("SELECT", "-s"), ("EXCLUDE", "--exclude")):
+            values = getattr(flags, name, None)
+            if values:
+                command += [option, " ".join(values)]
+        return " ".join(c for c in command if c)
+    except Exception:  # not run by dbt-core's CLI
+        return None
 
 
 def _keep_ctrl_c_for_the_main_thread() -> None:

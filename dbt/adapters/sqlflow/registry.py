@@ -292,6 +292,48 @@ def live(conn, table: str, key: ModelKey) -> Optional[Dict[str, Any]]:
     return None if row is None else {"version": row[0], "metrics": row[1], "trained_at": row[2]}
 
 
+def summary(conn, table: str, key: ModelKey, version: int) -> Optional[Dict[str, Any]]:
+    """A version's type, parameters' task, metrics, rows and trained_at (ISO 8601), or None."""
+    with conn.cursor() as cur:
+        if not _exists(cur, table) or not _has_column(cur, table, "relation_identifier"):
+            return None
+        cur.execute(
+            f"select model_name, model_type, parameters -> 'task', metrics, row_count, trained_at "
+            f"from {table} where {_KEY} and version = %s",
+            key.args + (version,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    name, model_type, task, metrics, rows, trained_at = row
+    return {
+        "model_name": name,
+        "model_type": model_type,
+        "parameters": {"task": task},
+        "metrics": metrics,
+        "row_count": rows,
+        "trained_at": trained_at.isoformat(),
+    }
+
+
+def versions(conn, table: str, key: ModelKey) -> list:
+    """Every version of the model at `key`, oldest first: number, status, type, task, metrics, rows,
+    trained_at and invocation_id (what a model card lists)."""
+    with conn.cursor() as cur:
+        if not _exists(cur, table) or not _has_column(cur, table, "status"):
+            return []
+        cur.execute(
+            f"select version, status, model_type, jsonb_build_object('task', parameters -> 'task'), "
+            f"metrics, row_count, trained_at, invocation_id from {table} where {_KEY} order by version",
+            key.args,
+        )
+        names = ("version", "status", "model_type", "parameters", "metrics", "row_count")
+        return [
+            {**dict(zip(names, row[:6])), "trained_at": row[6], "invocation_id": row[7]}
+            for row in cur.fetchall()
+        ]
+
+
 def older_than(conn, table: str, key: ModelKey, age: str) -> Optional[bool]:
     """Whether the live version was trained more than `age` ('7 days') ago; None without one."""
     with conn.cursor() as cur:

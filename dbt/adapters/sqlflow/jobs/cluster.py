@@ -1,7 +1,8 @@
 """The `cluster` node (fit + assign) and the clustering side of `ml_train` and `ml_predict`."""
 
 import logging
-from typing import Dict, Iterator, List, Optional
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from dbt.adapters.sqlflow.data import (
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
-from dbt.adapters.sqlflow.ml import clustering, params
+from dbt.adapters.sqlflow.ml import clustering, history, params
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
@@ -367,19 +368,55 @@ def _profile_columns(
     return numeric, categorical
 
 
-def _metrics(model, source: Source, encode, seed: int) -> Dict:
-    """Quality metrics on the first batch (all rows unless scalable); inertia always over every row.
-    DEC's are computed in its embedding space."""
+def _metrics(model, source: Source, encode, seed: int, numeric: List[str]) -> Tuple[Dict, Dict]:
+    """Quality metrics on the first batch (all rows in memory); DEC's are computed in its embedding
+    space. In the same pass over the rows, what a model card draws: rows per cluster, the per-cluster
+    means of the numeric features (the profile) and the histogram of cluster_probability."""
     X = encode(source.first)
-    labels = model.assign(X)[0]
+    first = model.assign(X)
+    labels = first[0]
     space = model.embedding(X) if model.model_type == "dec" else X
     metrics = clustering.metrics(space, labels, model, seed)
-    if source.streamed:
-        metrics["inertia"] = float(
-            sum((model.assign(Xb)[1] ** 2).sum() for Xb in map(encode, source.batches()))
+    sizes = np.zeros(model.k, np.int64)
+    sums = np.zeros((model.k, len(numeric)))
+    bins = np.zeros(20, np.int64)
+    inertia = 0.0
+    for frame in source.batches():
+        assigned, distances, probabilities = (
+            first if frame is source.first else model.assign(encode(frame))
         )
+        inertia += float((distances**2).sum())
+        sizes += np.bincount(assigned, minlength=model.k)
+        for j, name in enumerate(numeric):
+            column = frame[name]
+            values = np.where(column.nulls, 0.0, column.values.astype(np.float64))
+            sums[:, j] += np.bincount(assigned, weights=values, minlength=model.k)
+        if probabilities is not None:
+            bins += np.histogram(probabilities.max(axis=1), bins=20, range=(0.0, 1.0))[0]
+    if source.streamed:
+        metrics["inertia"] = inertia
         metrics["metrics_sample_rows"] = len(X)
-    return metrics
+    facts = {
+        "sizes": sizes.tolist(),
+        "profile": {
+            "features": numeric,
+            "means": (sums / np.maximum(sizes, 1)[:, None]).tolist(),
+            "overall": (sums.sum(axis=0) / max(int(sizes.sum()), 1)).tolist(),
+        },
+    }
+    if model.model_type in ("em", "dec"):
+        facts["probability_histogram"] = bins.tolist()
+    return metrics, facts
+
+
+def _history(model, options: Dict, seconds: float, metrics: Dict) -> List[Dict]:
+    if model.model_type == "dec":
+        return history.dec(model.info, options.get("learning_rate"))
+    if model.model_type == "em" and "lower_bound" in model.info:
+        loss = -model.info["lower_bound"]  # what EM maximizes, per row, as a loss
+    else:
+        loss = metrics.get("inertia")
+    return history.clustering(model.info, seconds, loss)
 
 
 def _write_assignments(
@@ -451,10 +488,14 @@ class ClusterJob:
         inputs.report_dropped(encoder)
         interrupt.check()
         encode = _encoder_for(encoder, roles.features)
+        fit_started = time.perf_counter()
         model, sweep = _fit(source, encode, options, pretrained)
+        fit_seconds = time.perf_counter() - fit_started
         model, matching = _stable_ids(ctx, model, encoder, source.first, encode)
         interrupt.check()
-        metrics = _metrics(model, source, encode, options["seed"])
+        kinds = {n: source.first[n].type.kind for n in roles.features}
+        numeric = [n for n in roles.features if kinds[n] in ("integer", "float")]
+        metrics, facts = _metrics(model, source, encode, options["seed"], numeric)
         log.info(
             f"fitted {options['model_type']} with k={model.k} on {len(encoder.feature_names)} encoded features"
         )
@@ -467,7 +508,7 @@ class ClusterJob:
                 options=dict(options),
                 features={
                     **encoder.to_dict(),
-                    "kinds": {n: source.first[n].type.kind for n in roles.features},
+                    "kinds": kinds,
                     "dropped": encoder.dropped_,
                 },
                 label=None,
@@ -478,6 +519,8 @@ class ClusterJob:
                     "stable_ids": matching,
                     "dropped_clusters": model.info.get("dropped_clusters", 0),
                     **{k: v for k, v in model.info.items() if k != "dropped_clusters"},
+                    "history": _history(model, options, fit_seconds, metrics),
+                    **facts,
                 },
                 row_count=source.n_rows,
                 input_fingerprint=fingerprint.hexdigest(),

@@ -38,6 +38,7 @@ class JobContext:
     empty: bool = False  # `dbt run --empty`: the SELECT has no rows; build the relations' shape, train nothing
     refs: Mapping[str, ModelKey] = field(default_factory=dict)  # ref'd models by node name
     artifact_dir: Optional[str] = None  # target/sqlflow: files a node writes beside dbt's own
+    invoked_as: Optional[str] = None  # the dbt command that trains (for the model card)
 
     def model_key(self, name: str) -> ModelKey:
         """The relation of a model named in config (model=, pretrained_model=): the ref'd node's, or

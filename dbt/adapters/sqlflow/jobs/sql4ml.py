@@ -20,7 +20,7 @@ from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, WireType, quote_ident
 from dbt.adapters.sqlflow.errors import InputError
 from dbt.adapters.sqlflow.jobs import inputs, steps
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
-from dbt.adapters.sqlflow.ml import params
+from dbt.adapters.sqlflow.ml import history, params
 from dbt.adapters.sqlflow.sql4ml.program import (
     Program,
     ProgramError,
@@ -524,6 +524,11 @@ def _register(ctx, state: Read, trained, in_postgresql: float, fingerprint, rows
         },
         "streamed": bool(state.stream),
         "sparse": state.sparse,
+        "history": history.epochs(
+            trained.objective,
+            seconds=trained.epoch_seconds,
+            learning_rate=ctx.options.get("learning_rate"),
+        ),
     }
     features = {
         "data": {n: [c.name for c in f.columns] for n, f in state.frames.items()},

@@ -73,6 +73,8 @@ def register(
 
     registry.ensure(ctx.conn, ctx.registry_table, ctx.registry_schema)
     version.key, version.unique_id = ctx.node, ctx.unique_id
+    if ctx.invoked_as:
+        version.training_info = {**version.training_info, "invoked_as": ctx.invoked_as}
     templates = scoring_templates(version)
     if templates:  # for projects that score on plain dbt-postgres (the scoring package)
         version.parameters = {**version.parameters, "scoring_sql": templates}

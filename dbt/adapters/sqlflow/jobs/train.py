@@ -2,7 +2,7 @@
 regression, factorization machines, DNNs and autoencoders."""
 
 import logging
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from dbt.adapters.sqlflow import interrupt, registry
 from dbt.adapters.sqlflow.data import BatchReader, Frame, read_frame, write_frame
 from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
-from dbt.adapters.sqlflow.ml import params, supervised
+from dbt.adapters.sqlflow.ml import history, params, supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
 
 log = logging.getLogger("dbt_sqlflow.jobs")
@@ -46,7 +46,8 @@ def _held_out(
     )
 
 
-def _metrics(model, X, target, held) -> Dict:
+def _metrics(model, X, target, held) -> Tuple[Dict, Dict]:
+    """The metrics on each side, and the card's evaluation of the held-out rows (else all rows)."""
     out = {}
     output = model.output(X)
     for prefix, rows in (("train", ~held), ("eval", held)):
@@ -56,7 +57,10 @@ def _metrics(model, X, target, held) -> Dict:
             continue
         for name, value in supervised.metrics(target.task, target.y[rows], output[rows]).items():
             out[f"{prefix}_{name}"] = value
-    return out
+    if target is None:
+        return out, {}
+    rows = held if held.any() else ~held
+    return out, supervised.evaluation(target.task, target.y[rows], output[rows])
 
 
 def _target(frame: Frame, options: Dict):
@@ -73,6 +77,33 @@ def _target(frame: Frame, options: Dict):
             f"factorization_machine does regression and binary classification."
         )
     return target
+
+
+def _feature_weights(model, encoder: FeatureEncoder) -> List[Dict]:
+    """The per-feature weights a card charts: a linear or logistic model's in original units (per
+    class), a factorization machine's linear terms per unit of the raw column; none for networks."""
+    names = encoder.feature_names
+    if isinstance(model, supervised.LinearModel):
+        kernel, _ = weights.original_units(model, encoder)
+        classes = weights.output_classes(model)
+        return [
+            {
+                "feature": names[j],
+                "class": None if c is None else supervised.class_name(c),
+                "weight": float(kernel[j, k]),
+            }
+            for k, c in enumerate(classes)
+            for j in range(len(names))
+        ]
+    linear = [
+        a for layer, name, a, per_feature in model.weights if layer == "linear" and per_feature
+    ]
+    if not linear:
+        return []
+    _, scale = encoder.affine()
+    # a regression FM learns standardized targets: y = shift + spread * output
+    terms = np.asarray(linear[0], np.float64).reshape(len(names), -1)[:, 0] * model.spread / scale
+    return [{"feature": n, "class": None, "weight": float(w)} for n, w in zip(names, terms)]
 
 
 def _with_split_excluded(options: Dict, split: Optional[str]) -> Dict:
@@ -111,7 +142,7 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
         options.get("class_weight"),
     )
     interrupt.check()
-    metrics = _metrics(model, X, target, held)
+    metrics, evaluated = _metrics(model, X, target, held)
     log.info(
         f"trained {options['model_type']} on {int((~held).sum())} rows ({int(held.sum())} held out): "
         + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
@@ -130,6 +161,7 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
         int((~held).sum()),
         int(held.sum()),
         _live_evaluator(frame, held, target, options),
+        evaluated,
     )
 
 
@@ -194,6 +226,7 @@ def _register_and_write(
     train_rows,
     held_rows,
     live_metrics=None,
+    evaluation: Optional[Dict] = None,
 ) -> Outcome:
     """Register the version (in the same transaction as the swap) and write the weights table."""
     linear = isinstance(model, supervised.LinearModel)
@@ -214,6 +247,14 @@ def _register_and_write(
         "epoch_seconds": model.history.epoch_seconds,
         "train_rows": train_rows,
         "held_out_rows": held_rows,
+        "history": history.epochs(
+            model.history.loss,
+            model.history.val_loss,
+            model.history.epoch_seconds,
+            options.get("learning_rate"),
+        ),
+        "evaluation": evaluation or {},
+        "feature_weights": _feature_weights(model, encoder),
     }
     version = steps.register(
         ctx,
@@ -357,7 +398,7 @@ def _stream_spec(stream: _Stream, roles, encoder: FeatureEncoder, fingerprint, o
     )
 
 
-def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
+def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Tuple[Dict, Dict]:
     kept: Dict[bool, tuple] = {False: ([], []), True: ([], [])}
     for frame, held in stream.frames():
         for side in (False, True):
@@ -366,7 +407,8 @@ def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
                 X = encode(frame.take(rows))
                 kept[side][0].append(X)
                 kept[side][1].append(numeric_label(frame.take(rows), X))
-    out = {}
+    out: Dict = {}
+    evaluated: Dict = {}
     for side, prefix in ((False, "train"), (True, "eval")):
         if not kept[side][0]:
             continue
@@ -377,7 +419,8 @@ def _stream_metrics(model, stream: _Stream, encode, numeric_label) -> Dict:
             continue
         for name, value in supervised.metrics(model.task, y, output).items():
             out[f"{prefix}_{name}"] = value
-    return out
+        evaluated = supervised.evaluation(model.task, y, output)  # held-out side when there is one
+    return out, evaluated
 
 
 def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
@@ -431,7 +474,7 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
         params.from_options(params.Fitting, options),
         options.get("class_weight"),
     )
-    metrics = _stream_metrics(model, stream, encode, numeric_label)
+    metrics, evaluated = _stream_metrics(model, stream, encode, numeric_label)
     kinds = {n: first[n].type.kind for n in roles.features}
     return _register_and_write(
         ctx,
@@ -445,4 +488,5 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
         fingerprint,
         spec.train_rows,
         spec.held_rows,
+        evaluation=evaluated,
     )

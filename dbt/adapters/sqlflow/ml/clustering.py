@@ -5,6 +5,7 @@ scoring without pickling. scikit-learn does the fitting and is imported only her
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.errors import ClusteringError
+from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.ml")
 
@@ -189,14 +191,18 @@ def choose_k(
             f"k_range starts at {low} but the input has only {high} distinct rows."
         )
     sweep: List[Dict] = []
+    progress = Progress(log, "k sweep: k", high, lines=min(high, 10))  # a few k, each slow
     for k in range(low, high + 1):
         interrupt.check()
+        started = time.perf_counter()
         model = fit(X, model_type, k, seed, **fit_options)
         labels, _, _ = model.assign(X)
         sweep.append({"k": k, **metrics(X, labels, model, seed)})
-        log.debug(
-            f"k={k}: inertia {sweep[-1]['inertia']:.6g}, "
-            f"silhouette {sweep[-1].get('silhouette', float('nan')):.3f}"
+        sweep[-1]["seconds"] = time.perf_counter() - started
+        progress.step(
+            k,
+            f"inertia {sweep[-1]['inertia']:.6g}, "
+            f"silhouette {sweep[-1].get('silhouette', float('nan')):.3f}",
         )
     if model_type == "em":
         best = min(sweep, key=lambda r: r["bic"])
@@ -259,9 +265,11 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
     from sklearn.cluster import MiniBatchKMeans
 
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, init="k-means++")
-    previous, done = None, 0
+    previous, done, trace, took = None, 0, [], []
+    progress = Progress(log, "mini-batch k-means pass", passes)
     for done in range(1, passes + 1):
         interrupt.check()
+        started = time.perf_counter()
         for X in batches():
             if not hasattr(km, "cluster_centers_") and len(X) < k:
                 raise ClusteringError(
@@ -271,10 +279,13 @@ def _minibatch_kmeans(batches, k, seed, n_init, passes, tol) -> ClusterModel:
             km.partial_fit(X)
         shift = np.inf if previous is None else np.abs(km.cluster_centers_ - previous).max()
         previous = km.cluster_centers_.copy()
-        log.debug(f"mini-batch k-means pass {done}: largest centre move {shift:.3g}")
+        took.append(time.perf_counter() - started)
+        trace.append(float(shift) if np.isfinite(shift) else None)  # the first pass has no move
+        progress.step(done, f"largest centre move {shift:.3g}")
         if shift <= tol:
             break
-    return ClusterModel("kmeans", km.cluster_centers_.copy(), info={"iterations": done})
+    info = {"iterations": done, "trace": trace, "trace_kind": "centre_shift", "pass_seconds": took}
+    return ClusterModel("kmeans", km.cluster_centers_.copy(), info=info)
 
 
 def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> ClusterModel:
@@ -287,16 +298,26 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
             f"the first batch has {len(first)} rows, fewer than n_clusters={k}; raise sample_size."
         )
     model = fit(first, "em", k, seed, covariance_type=covariance_type)
-    previous, done = -np.inf, 0
+    previous, done, trace, took = -np.inf, 0, [], []
+    progress = Progress(log, "EM pass", passes)
     for done in range(1, passes + 1):
         interrupt.check()
+        started = time.perf_counter()
         stats, log_likelihood = _em_statistics(model, batches)
         model = _m_step(stats, covariance_type, reg)
-        log.debug(f"EM pass {done}: mean log-likelihood {log_likelihood:.6g}")
+        took.append(time.perf_counter() - started)
+        trace.append(-float(log_likelihood))
+        progress.step(done, f"mean log-likelihood {log_likelihood:.6g}")
         if abs(log_likelihood - previous) < tol:
             break
         previous = log_likelihood
-    model.info = {"iterations": done, "mean_log_likelihood": float(log_likelihood)}
+    model.info = {
+        "iterations": done,
+        "mean_log_likelihood": float(log_likelihood),
+        "trace": trace,
+        "trace_kind": "loss",
+        "pass_seconds": took,
+    }
     return model
 
 

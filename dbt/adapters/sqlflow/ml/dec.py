@@ -376,7 +376,8 @@ def _train_clusters(model, targets, p: Dec, info: Dict, labels: Optional[np.ndar
                 change = float((new != labels).mean())
                 info["label_change"].append(change)
                 loss = f", loss {info['loss'][-1]:.6g}" if info["loss"] else ""
-                progress.step(iteration, f"{change:.4f} of labels changed{loss}")
+                if iteration:  # not the first update, against the initial k-means labels
+                    progress.step(iteration, f"{change:.4f} of labels changed{loss}")
                 if iteration > 0 and change < tol:
                     break
             labels = new
@@ -385,4 +386,5 @@ def _train_clusters(model, targets, p: Dec, info: Dict, labels: Optional[np.ndar
         X, p = targets.next_batch()
         info["loss"].append(float(model.train_on_batch(X, p)))
     info["iterations"] = len(info["loss"])
+    info["update_interval"] = interval
     info["clustering_seconds"] = time.perf_counter() - started

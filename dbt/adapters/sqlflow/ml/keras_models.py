@@ -20,9 +20,9 @@ from typing import List, Optional
 import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
-from dbt.adapters.sqlflow.progress import Progress
 from dbt.adapters.sqlflow.errors import ArtifactError
 from dbt.adapters.sqlflow.ml.params import Fitting
+from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.ml")
 _tf_lock = threading.RLock()

@@ -127,6 +127,30 @@ def metrics(task: str, y: np.ndarray, output: np.ndarray) -> Dict[str, float]:
     return out
 
 
+def evaluation(
+    task: str, y: np.ndarray, output: np.ndarray, points: int = 200, sample: int = 1000
+):
+    """What a model card draws of the held-out rows: a classifier's confusion matrix (the most likely
+    class, so 0.5 for two classes) and, for two classes, its ROC curve (at most `points` points); a
+    regressor's (actual, predicted) for up to `sample` rows, evenly spaced in row order."""
+    if len(y) == 0 or task == "autoencoder":
+        return {}
+    if task == "regression":
+        step = max(1, int(np.ceil(len(y) / sample)))
+        return {"actual": y[::step].tolist(), "predicted": output.ravel()[::step].tolist()}
+    from sklearn import metrics as m
+
+    n = output.shape[1]
+    out = {
+        "confusion": m.confusion_matrix(y, output.argmax(axis=1), labels=list(range(n))).tolist()
+    }
+    if task == "binary" and len(np.unique(y)) == 2:
+        fpr, tpr, _ = m.roc_curve(y, output[:, 1])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+        out["roc"] = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+    return out
+
+
 @dataclass
 class LinearModel:
     """decision = X @ kernel + bias, on encoded (normalized) features."""

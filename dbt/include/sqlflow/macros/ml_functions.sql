@@ -58,14 +58,26 @@
    from {{ _sqlflow_latest(relation) }} as latest, jsonb_each(latest.metrics) as m) as {{ adapter.quote(alias) }}
 {%- endmacro %}
 
+{#- One row per epoch or iteration, as BigQuery ML's ML.TRAINING_INFO: phase ('train'; DEC's 'pretrain'
+    and 'cluster', a row per target update; clustering's 'fit'), iteration, loss, eval_loss (held-out
+    rows), learning_rate, duration_ms, label_change (DEC) and centre_shift (streamed k-means). -#}
 {% macro ml_training_info(relation, alias='ml_training_info') -%}
+  (select latest.model_name, latest.version, h.phase, h.iteration, h.loss, h.eval_loss, h.learning_rate,
+          h.duration_ms, h.label_change, h.centre_shift
+   from {{ _sqlflow_latest(relation) }} as latest,
+        jsonb_to_recordset(coalesce(latest.training_info -> 'history', '[]'::jsonb))
+        as h(phase text, iteration int, loss float8, eval_loss float8, learning_rate float8,
+             duration_ms float8, label_change float8, centre_shift float8)) as {{ adapter.quote(alias) }}
+{%- endmacro %}
+
+{#- n_clusters=0: one row per k tried, with its metrics and whether it was chosen. -#}
+{% macro ml_k_sweep(relation, alias='ml_k_sweep') -%}
   (select latest.model_name, latest.version, s.k, s.inertia, s.silhouette, s.davies_bouldin,
-          s.calinski_harabasz, s.bic, s.aic, s.chosen,
-          (latest.training_info ->> 'iterations')::int as iterations
-   from {{ _sqlflow_latest(relation) }} as latest
-   left join lateral jsonb_to_recordset(latest.training_info -> 'k_sweep')
+          s.calinski_harabasz, s.bic, s.aic, s.chosen, s.seconds * 1000 as duration_ms
+   from {{ _sqlflow_latest(relation) }} as latest,
+        jsonb_to_recordset(coalesce(latest.training_info -> 'k_sweep', '[]'::jsonb))
         as s(k int, inertia float8, silhouette float8, davies_bouldin float8, calinski_harabasz float8,
-             bic float8, aic float8, chosen boolean) on true) as {{ adapter.quote(alias) }}
+             bic float8, aic float8, chosen boolean, seconds float8)) as {{ adapter.quote(alias) }}
 {%- endmacro %}
 
 {% macro ml_feature_info(relation, alias='ml_feature_info') -%}
@@ -93,6 +105,23 @@
 {% macro sqlflow_export(model, version=none, format='onnx', path=none, input=none) %}
   {%- set relation = _sqlflow_model_relation(model) -%}
   {{ log(adapter.sqlflow_export(relation, model, version, format, path, input), info=true) }}
+{% endmacro %}
+
+{#- dbt run-operation sqlflow_cards [--args '{model: churn_model, version: 2}']
+    Rebuilds the model cards (target/sqlflow/cards/) of every ML model of the project from the registry
+    alone, or one model's at a version, and the index. -#}
+{% macro sqlflow_cards(model=none, version=none) %}
+  {%- set nodes = [] -%}
+  {%- for node in graph.nodes.values() -%}
+    {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train') -%}
+      {%- do nodes.append({'name': node.name, 'database': node.database, 'schema': node.schema,
+                           'identifier': node.alias or node.name}) -%}
+    {%- endif -%}
+  {%- endfor -%}
+  {%- if model is not none and model not in (nodes | map(attribute='name') | list) -%}
+    {%- do _sqlflow_model_relation(model) -%}
+  {%- endif -%}
+  {{ log(adapter.sqlflow_cards(nodes, model, version), info=true) }}
 {% endmacro %}
 
 {#- The relation of the ML model named `model` in this project (its alias and custom schema). -#}

@@ -85,6 +85,10 @@
     {%- do drop_relation_if_exists(s.backup) -%}
   {%- endfor -%}
   {%- do adapter.sqlflow_unlock(this) -%}
+  {#- the model card of the version just trained (target/sqlflow/cards/), from its committed registry row -#}
+  {%- if changed and materialization in ('cluster', 'ml_train') and response.model_version -%}
+    {%- do adapter.sqlflow_card(this, model.name, response.model_version) -%}
+  {%- endif -%}
   {{ run_hooks(post_hooks, inside_transaction=False) }}
 
   {{ return({'relations': staged | map(attribute='target') | list}) }}
