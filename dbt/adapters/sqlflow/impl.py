@@ -383,6 +383,41 @@ class SqlflowAdapter(PostgresAdapter):
         handle.commit()
         return found
 
+    @available
+    def sqlflow_catalog_stats(self, table, database: str):
+        """The catalog table of `dbt docs generate` with each ML node's model facts as table stats."""
+        from dbt.adapters.sqlflow import catalog, registry
+
+        handle = self.connections.get_thread_connection().handle
+        registry_table = registry.table_name(self.sqlflow_registry_schema(), database)
+        live = {
+            (r["schema"].lower(), r["identifier"].lower()): r
+            for r in registry.live_versions(handle, registry_table)
+            if r["database"].lower() == database.lower()
+        }
+        return catalog.with_model_stats(table, live)
+
+    @classmethod
+    def _catalog_filter_table(cls, table, used_schemas):
+        """dbt-adapters' filter, with the ML stats kept as text: its type tester would read 'v3'
+        as the number 3.0 and '19,374 rows' as 19374.0."""
+        from dbt.adapters.base.impl import _catalog_filter_schemas
+        from dbt_common.clients.agate_helper import table_from_rows
+
+        text = [
+            "table_database",
+            "table_schema",
+            "table_name",
+            "table_type",
+            "table_comment",
+            "table_owner",
+            "column_name",
+            "column_type",
+            "column_comment",
+        ] + [c for c in table.column_names if c.startswith("stats:sqlflow") and "include" not in c]
+        table = table_from_rows(table.rows, table.column_names, text_only_columns=text)
+        return table.where(_catalog_filter_schemas(used_schemas))
+
     def _registry_of(self, relation: BaseRelation):
         """(the registry table, the key its rows of `relation` carry)."""
         from dbt.adapters.sqlflow import registry

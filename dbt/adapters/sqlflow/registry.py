@@ -334,6 +334,24 @@ def versions(conn, table: str, key: ModelKey) -> list:
         ]
 
 
+def live_versions(conn, table: str) -> list:
+    """Every model's live version: relation (database, schema, identifier), version, type, task,
+    metrics, rows and trained_at (the dbt docs catalog's stats)."""
+    with conn.cursor() as cur:
+        if not _exists(cur, table) or not _has_column(cur, table, "status"):
+            return []
+        cur.execute(
+            f"select relation_database, relation_schema, relation_identifier, version, model_type, "
+            f"jsonb_build_object('task', parameters -> 'task'), metrics, row_count, trained_at "
+            f"from {table} where status = 'live'"
+        )
+        names = ("database", "schema", "identifier", "version", "model_type", "parameters")
+        return [
+            {**dict(zip(names, r[:6])), "metrics": r[6], "row_count": r[7], "trained_at": r[8]}
+            for r in cur.fetchall()
+        ]
+
+
 def older_than(conn, table: str, key: ModelKey, age: str) -> Optional[bool]:
     """Whether the live version was trained more than `age` ('7 days') ago; None without one."""
     with conn.cursor() as cur:
