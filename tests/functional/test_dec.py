@@ -127,7 +127,7 @@ class TestDeepEmbeddedClustering:
     def test_ml_predict_in_batches_equals_in_memory(self, project, built):
         import re
 
-        progress = [int(n) for n in re.findall(r"scored (\d+) of 1200 rows", built)]
+        progress = [int(n) for n in re.findall(r"scored rows (\d+)/1200", built)]
         assert progress[-1] == 1200 and len(progress) >= 2  # batches of about 500 rows
         sql = ("select user_id, cluster_id, cluster_distance, probability_0, probability_4, model_version "
                "from {s}.%s order by user_id")

@@ -21,6 +21,7 @@ from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.ml import clustering, history, params
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
+from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
@@ -424,6 +425,7 @@ def _write_assignments(
 ) -> int:
     """Read a batch, assign it, COPY it out: the whole table is never in memory in scalable mode."""
     written = 0
+    progress = Progress(log, "written rows", source.n_rows)
     for frame in source.batches():
         output = Frame(
             _passed_through(frame, roles, options)
@@ -432,7 +434,8 @@ def _write_assignments(
         if written == 0:
             create_table(conn, target, output)
         written += copy_in(conn, target, output)
-        log.info(f"wrote {written} of {source.n_rows} rows")
+        if source.streamed:  # in memory it is one step: the summary line says it
+            progress.step(written)
     return written
 
 

@@ -24,6 +24,7 @@ from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.jobs.weights import original_units
 from dbt.adapters.sqlflow.ml import supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
+from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
@@ -125,12 +126,13 @@ def _write_scored(conn, read, score, target: str) -> int:
     if isinstance(read, Frame):
         return write_frame(conn, target, score(read))
     written = 0
+    progress = Progress(log, "scored rows", read.n_rows)
     for frame in read:
         scored = score(frame)
         if written == 0:  # an empty input yields one empty frame: the table still gets its columns
             create_table(conn, target, scored)
         written += copy_in(conn, target, scored)
-        log.info(f"scored {written} of {read.n_rows} rows")
+        progress.step(written)
         interrupt.check()
     return written
 
