@@ -1,11 +1,11 @@
-"""`dbt parse`, `dbt debug` and `dbt ls` must not pay for TensorFlow or scikit-learn."""
+"""`dbt parse`, `dbt debug` and `dbt ls` must not pay for TensorFlow, scikit-learn or matplotlib."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-HEAVY = ["tensorflow", "keras", "sklearn", "scipy", "pandas"]
+HEAVY = ["tensorflow", "keras", "sklearn", "scipy", "pandas", "matplotlib"]
 
 CHECK = """
 import json, sys

@@ -44,7 +44,7 @@ class TestAliasesAndSchemas:
         assert counts["quoted"] == 1, "the alias with quotes must match only its own rows"
         assert counts["evaluate"] > 0
         assert counts["seg_k"] == 4 and counts["dev_k"] == 2, "same identifier, other schema: other model"
-        assert counts["history"] == 1  # the in-memory k-means fit: one row with its iterations
+        assert counts["history"] >= 1  # the in-memory k-means fit: a row per iteration (of the other schema's model)
         rows = project.run_sql(
             f"select relation_schema, relation_identifier, max(version), count(*) from "
             f"{project.test_schema}.sqlflow_models group by 1, 2 order by 1, 2", fetch="all")

@@ -52,11 +52,15 @@ MODELS = {
                 + ", encode_units=[8, 2], pretrain_epochs=6, epochs=2, batch_size=64, update_interval=5, seed=3) }}"
                 " select * from {{ ref('points') }}",
     "objective.sql": SQL_PROGRAM,
+    "coder.sql": "{{ config(materialized='ml_train', model_type='autoencoder', key='id', " + FEATURES
+                 + ", encode_units=[4, 2], epochs=5, validation_split=0.2, seed=1) }} select * from {{ ref('points') }}",
+    "pairs.sql": "{{ config(materialized='ml_train', model_type='factorization_machine', label='y', key='id', "
+                 + FEATURES + ", epochs=5, validation_split=0.2, seed=1) }} select * from {{ ref('points') }}",
     "churn_scores.sql": "{{ config(materialized='ml_predict', model='churn') }}\n-- depends_on: {{ ref('churn') }}\n"
                         "select * from {{ ref('points') }}",
     "segment_centroids.sql": "{{ config(materialized='view') }}\nselect * from {{ ml_centroids(ref('segments')) }}",
 }
-ML_NODES = ["amount", "churn", "deep", "mixture", "objective", "segments"]
+ML_NODES = ["amount", "churn", "coder", "deep", "mixture", "objective", "pairs", "segments"]
 CHARTS = {  # what each kind of card must draw
     "segments": {"k_sweep", "sizes", "centroids", "profile"},
     "mixture": {"sizes", "centroids", "profile", "probability"},
@@ -64,6 +68,8 @@ CHARTS = {  # what each kind of card must draw
     "churn": {"loss", "roc", "confusion", "weights"},
     "amount": {"loss", "predicted_vs_actual", "weights"},
     "objective": {"objective"},
+    "coder": {"loss"},
+    "pairs": {"loss", "predicted_vs_actual", "weights"},
 }
 
 
@@ -130,18 +136,44 @@ class TestVisibility:
         mixture = self.info(project, "mixture")
         assert len(mixture) >= 2 and all(r[0] == "fit" and r[5] > 0 for r in mixture)
         assert mixture[-1][2] <= mixture[0][2]
-        # in-memory k-means: one row with scikit-learn's iteration count and the final inertia
-        (segments,) = self.info(project, "segments")
+        # in-memory k-means: a row per Lloyd iteration, the inertia falling to the model's
+        segments = self.info(project, "segments")
         inertia, iterations = project.run_sql(
             f"select (metrics->>'inertia')::float8, (training_info->>'iterations')::int "
             f"from {project.test_schema}.sqlflow_models where model_name = 'segments'", fetch="one")
-        assert segments[1] == iterations and segments[2] == pytest.approx(inertia)
+        assert [r[1] for r in segments] == list(range(1, iterations + 1))
+        assert all(a[2] >= b[2] - 1e-9 for a, b in zip(segments, segments[1:]))
+        assert segments[-1][2] == pytest.approx(inertia, rel=1e-3)
         # DEC: its 6 pretraining epochs, then a row per target update with the labels changed
         deep = self.info(project, "deep")
         assert [r[1] for r in deep if r[0] == "pretrain"] == [1, 2, 3, 4, 5, 6]
         updates = [r for r in deep if r[0] == "cluster"]
         assert updates and all(0 <= r[6] <= 1 and r[2] is not None for r in updates)
         assert [r[1] for r in updates] == sorted(r[1] for r in updates)
+
+    def test_what_cards_draw_is_stored_with_the_version(self, project):
+        s = project.test_schema
+        # the weights chart of a linear model is its weights table (original units)
+        drawn = project.run_sql(f"select training_info->'feature_weights' from {s}.sqlflow_models "
+                                f"where model_name = 'amount'", fetch="one")[0]
+        table = dict(project.run_sql(f"select feature, value from {s}.amount where tensor = 'weights'", fetch="all"))
+        assert {w["feature"]: w["weight"] for w in drawn} == pytest.approx(table, rel=1e-9)
+        # cluster sizes and the profile are the cluster table's counts and means
+        info = project.run_sql(f"select training_info from {s}.sqlflow_models where model_name = 'segments'",
+                               fetch="one")[0]
+        counts = project.run_sql(f"select cluster_id, count(*), avg(x1) from {s}.segments group by 1 order by 1",
+                                 fetch="all")
+        assert info["sizes"] == [r[1] for r in counts]
+        assert [m[0] for m in info["profile"]["means"]] == pytest.approx([float(r[2]) for r in counts], rel=1e-9)
+        # the held-out confusion matrix counts the held-out rows; the ROC curve runs from (0, 0) to (1, 1)
+        churn = project.run_sql(f"select training_info from {s}.sqlflow_models where model_name = 'churn'",
+                                fetch="one")[0]
+        assert sum(map(sum, churn["evaluation"]["confusion"])) == churn["held_out_rows"] == 120
+        roc = churn["evaluation"]["roc"]
+        assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0, 0, 1, 1)
+        mixture = project.run_sql(f"select training_info->'probability_histogram' from {s}.sqlflow_models "
+                                  f"where model_name = 'mixture'", fetch="one")[0]
+        assert sum(mixture) == 600 and sum(mixture[:5]) == 0  # of 4 clusters, the best is at least 1/4
 
     def test_adapter_response_carries_the_version_and_key_metrics(self, project, built):
         results, _ = built
@@ -192,8 +224,8 @@ class TestVisibility:
         assert "<script" not in card and not re.search(r"(src|href)=[\"']https?:|url\(https?:|@import", card)
         shutil.rmtree(folder)
         _, output = run_dbt_and_capture(["run-operation", "sqlflow_cards"])
-        assert "6 card(s) written" in output
-        assert len([f for f in os.listdir(folder) if f.endswith(".html")]) == 7
+        assert f"{len(ML_NODES)} card(s) written" in output
+        assert len([f for f in os.listdir(folder) if f.endswith(".html")]) == len(ML_NODES) + 1
         # an older version: v2 is trained, the v1 card is asked for
         run_dbt(["run", "-s", "amount"])
         run_dbt(["run-operation", "sqlflow_cards", "--args", "{model: amount, version: 1}"])

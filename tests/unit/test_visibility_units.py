@@ -2,6 +2,7 @@
 import logging
 import re
 
+import numpy as np
 import pytest
 
 from dbt.adapters.sqlflow import facts
@@ -94,3 +95,34 @@ def test_a_card_of_a_version_trained_before_cards_still_renders():
     html = cards.card_html(old, versions)
     assert re.findall(r'data-chart="(\w+)"', html) == ["centroids"]  # what the old row can show
     assert "<h1>segments</h1>" in html and "0.5" in html
+
+
+def test_in_memory_kmeans_and_em_record_every_iteration_loss():
+    import threading
+
+    from dbt.adapters.sqlflow.ml import clustering
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(c, 1.0, size=(300, 2)) for c in ((0, 0), (5, 5), (0, 5))])
+    km = clustering.fit(X, "kmeans", 3, seed=2)
+    trace = km.info["trace"]
+    assert len(trace) == km.info["iterations"] and len(km.info["pass_seconds"]) == len(trace)
+    assert all(a >= b - 1e-9 for a, b in zip(trace, trace[1:]))  # Lloyd never raises the inertia
+    assert trace[-1] == pytest.approx(km.info["inertia"], rel=1e-3)  # the last iteration
+    em = clustering.fit(X, "em", 3, seed=2)
+    trace = em.info["trace"]
+    assert len(trace) == em.info["iterations"] and trace[-1] == pytest.approx(-em.info["lower_bound"])
+    assert all(a >= b - 1e-4 for a, b in zip(trace, trace[1:]))  # EM raises the bound (5 printed decimals)
+    # another thread printing meanwhile keeps its output; the fit's lines are not printed
+    import contextlib
+    import io
+    import sys
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        worker = threading.Thread(target=lambda: [print("other thread") for _ in range(50)])
+        worker.start()
+        clustering.fit(X, "kmeans", 3, seed=2)
+        worker.join()
+    assert out.getvalue().count("other thread") == 50 and "inertia" not in out.getvalue()
+    assert not type(sys.stdout).__name__ == "_ThreadRouter"

@@ -159,7 +159,7 @@ class SqlflowAdapter(PostgresAdapter):
             model_name=found["model_name"],
             model_version=outcome.version,
             model_type=found["model_type"],
-            trained_at=found["trained_at"],
+            trained_at=found["trained_at"].isoformat(),
             training_rows=found["row_count"],
             metrics=metrics,
         )
@@ -391,9 +391,9 @@ class SqlflowAdapter(PostgresAdapter):
         handle = self.connections.get_thread_connection().handle
         registry_table = registry.table_name(self.sqlflow_registry_schema(), database)
         live = {
-            (r["schema"].lower(), r["identifier"].lower()): r
+            (r["relation_schema"].lower(), r["relation_identifier"].lower()): r
             for r in registry.live_versions(handle, registry_table)
-            if r["database"].lower() == database.lower()
+            if r["relation_database"].lower() == database.lower()
         }
         return catalog.with_model_stats(table, live)
 

@@ -3,7 +3,7 @@
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import psycopg2
@@ -292,64 +292,48 @@ def live(conn, table: str, key: ModelKey) -> Optional[Dict[str, Any]]:
     return None if row is None else {"version": row[0], "metrics": row[1], "trained_at": row[2]}
 
 
+_FACTS = (
+    "relation_database",
+    "relation_schema",
+    "relation_identifier",
+    "model_name",
+    "version",
+    "status",
+    "model_type",
+    "metrics",
+    "row_count",
+    "trained_at",
+    "invocation_id",
+)
+
+
+def facts(conn, table: str, where: str = "true", args: tuple = ()) -> List[Dict[str, Any]]:
+    """The facts of the versions `where` selects, by relation and version (what run_results, the
+    catalog and the model cards show): the _FACTS columns and `parameters` holding the task."""
+    with conn.cursor() as cur:
+        if not _exists(cur, table) or not _has_column(cur, table, "status"):
+            return []
+        cur.execute(
+            f"select {', '.join(_FACTS)}, jsonb_build_object('task', parameters -> 'task') "
+            f"from {table} where {where} order by {', '.join(_FACTS[:3])}, version",
+            args,
+        )
+        return [{**dict(zip(_FACTS, r)), "parameters": r[-1]} for r in cur.fetchall()]
+
+
 def summary(conn, table: str, key: ModelKey, version: int) -> Optional[Dict[str, Any]]:
-    """A version's type, parameters' task, metrics, rows and trained_at (ISO 8601), or None."""
-    with conn.cursor() as cur:
-        if not _exists(cur, table) or not _has_column(cur, table, "relation_identifier"):
-            return None
-        cur.execute(
-            f"select model_name, model_type, parameters -> 'task', metrics, row_count, trained_at "
-            f"from {table} where {_KEY} and version = %s",
-            key.args + (version,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        return None
-    name, model_type, task, metrics, rows, trained_at = row
-    return {
-        "model_name": name,
-        "model_type": model_type,
-        "parameters": {"task": task},
-        "metrics": metrics,
-        "row_count": rows,
-        "trained_at": trained_at.isoformat(),
-    }
+    found = facts(conn, table, f"{_KEY} and version = %s", key.args + (version,))
+    return found[0] if found else None
 
 
-def versions(conn, table: str, key: ModelKey) -> list:
-    """Every version of the model at `key`, oldest first: number, status, type, task, metrics, rows,
-    trained_at and invocation_id (what a model card lists)."""
-    with conn.cursor() as cur:
-        if not _exists(cur, table) or not _has_column(cur, table, "status"):
-            return []
-        cur.execute(
-            f"select version, status, model_type, jsonb_build_object('task', parameters -> 'task'), "
-            f"metrics, row_count, trained_at, invocation_id from {table} where {_KEY} order by version",
-            key.args,
-        )
-        names = ("version", "status", "model_type", "parameters", "metrics", "row_count")
-        return [
-            {**dict(zip(names, row[:6])), "trained_at": row[6], "invocation_id": row[7]}
-            for row in cur.fetchall()
-        ]
+def versions(conn, table: str, key: ModelKey) -> List[Dict[str, Any]]:
+    """Every version of the model at `key`, oldest first."""
+    return facts(conn, table, _KEY, key.args)
 
 
-def live_versions(conn, table: str) -> list:
-    """Every model's live version: relation (database, schema, identifier), version, type, task,
-    metrics, rows and trained_at (the dbt docs catalog's stats)."""
-    with conn.cursor() as cur:
-        if not _exists(cur, table) or not _has_column(cur, table, "status"):
-            return []
-        cur.execute(
-            f"select relation_database, relation_schema, relation_identifier, version, model_type, "
-            f"jsonb_build_object('task', parameters -> 'task'), metrics, row_count, trained_at "
-            f"from {table} where status = 'live'"
-        )
-        names = ("database", "schema", "identifier", "version", "model_type", "parameters")
-        return [
-            {**dict(zip(names, r[:6])), "metrics": r[6], "row_count": r[7], "trained_at": r[8]}
-            for r in cur.fetchall()
-        ]
+def live_versions(conn, table: str) -> List[Dict[str, Any]]:
+    """Every model's live version."""
+    return facts(conn, table, "status = 'live'")
 
 
 def older_than(conn, table: str, key: ModelKey, age: str) -> Optional[bool]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.errors import ClusteringError
+from dbt.adapters.sqlflow.ml import traces
 from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.ml")
@@ -98,11 +99,14 @@ def fit(
             random_state=seed,
             max_iter=max_iter or 300,
             tol=1e-4 if tol is None else tol,
-        ).fit(X)
+            verbose=1,  # its iterations' inertia, for the training info
+        )
+        started = time.perf_counter()
+        with traces.printed() as lines:
+            km.fit(X)
+        info = {"inertia": float(km.inertia_), "iterations": int(km.n_iter_)}
         return ClusterModel(
-            "kmeans",
-            km.cluster_centers_,
-            info={"inertia": float(km.inertia_), "iterations": int(km.n_iter_)},
+            "kmeans", km.cluster_centers_, info=_traced(info, traces.kmeans(lines, started))
         )
     from sklearn.mixture import GaussianMixture
 
@@ -113,21 +117,35 @@ def fit(
         max_iter=max_iter or 100,
         tol=1e-3 if tol is None else tol,
         reg_covar=1e-6,
-    ).fit(X)
+        verbose=2,  # its iterations' change of the lower bound, for the training info
+        verbose_interval=1,
+    )
+    with traces.printed() as lines:
+        gm.fit(X)
     return ClusterModel(
         "em",
         gm.means_,
         covariance_type,
         gm.covariances_,
         gm.weights_,
-        info={
-            "iterations": int(gm.n_iter_),
-            "converged": bool(gm.converged_),
-            "lower_bound": float(gm.lower_bound_),
-            "bic": float(gm.bic(X)),
-            "aic": float(gm.aic(X)),
-        },
+        info=_traced(
+            {
+                "iterations": int(gm.n_iter_),
+                "converged": bool(gm.converged_),
+                "lower_bound": float(gm.lower_bound_),
+                "bic": float(gm.bic(X)),
+                "aic": float(gm.aic(X)),
+            },
+            traces.em(lines, float(gm.lower_bound_)),
+        ),
     )
+
+
+def _traced(info: Dict, trace: Optional[Dict]) -> Dict:
+    """The fit's info with its per-iteration losses and seconds, when they could be read."""
+    if not trace:
+        return info
+    return {**info, "trace": trace["loss"], "trace_kind": "loss", "pass_seconds": trace["seconds"]}
 
 
 def cluster_sizes(model: ClusterModel, batches: Iterable[np.ndarray]) -> np.ndarray:

@@ -73,25 +73,22 @@ def dec(info: Dict, learning_rate: Optional[float]) -> List[Dict]:
     return rows
 
 
-def passes(info: Dict) -> List[Dict]:
-    """A row per pass of a streamed clustering fit: EM's loss is minus the mean log-likelihood (what
-    it lowers); mini-batch k-means computes no loss over a pass, so its rows carry the largest move
-    of a centre in that pass (centre_shift, normalized units), the quantity its stopping rule reads."""
-    seconds = info.get("pass_seconds", [])
-    rows = []
-    for i, value in enumerate(info.get("trace", [])):
-        took = seconds[i] if i < len(seconds) else None
-        if info.get("trace_kind") == "centre_shift":
-            rows.append(_row("fit", i + 1, None, seconds=took, centre_shift=value))
-        else:
-            rows.append(_row("fit", i + 1, value, seconds=took))
-    return rows
-
-
 def clustering(info: Dict, seconds: Optional[float], loss: Optional[float]) -> List[Dict]:
-    """k-means and EM: the streamed passes when the fit was streamed; an in-memory scikit-learn fit
-    reports no loss per iteration, so one row carries its iteration count, final loss and time."""
-    if info.get("trace"):
-        return passes(info)
-    iterations = int(info.get("iterations") or 1)
-    return [_row("fit", iterations, loss, seconds=seconds)]
+    """k-means and EM, a row per iteration (in memory: scikit-learn's Lloyd or EM iterations, their
+    losses read from its verbose output; streamed: a pass over the data). EM's loss is minus the
+    (mean) log-likelihood bound, what it raises; k-means' the inertia. Mini-batch k-means computes
+    no loss over a pass, so its rows carry the largest move of a centre in that pass (centre_shift,
+    normalized units), the quantity its stopping rule reads. Without a trace, one row: the fit's
+    iteration count, final loss and time."""
+    trace = info.get("trace")
+    if not trace:
+        return [_row("fit", int(info.get("iterations") or 1), loss, seconds=seconds)]
+    took = info.get("pass_seconds", [])
+    rows = []
+    for i, value in enumerate(trace):
+        at = took[i] if i < len(took) else None
+        if info.get("trace_kind") == "centre_shift":
+            rows.append(_row("fit", i + 1, None, seconds=at, centre_shift=value))
+        else:
+            rows.append(_row("fit", i + 1, value, seconds=at))
+    return rows
