@@ -41,7 +41,7 @@ select avg(power(p.value - t.value, 2)) from predictions p join targets t on t.o
 FEATURES = "features=['x1', 'x2', 'x3']"
 MODELS = {
     "segments.sql": "{{ config(materialized='cluster', n_clusters=0, k_range=[2, 6], key='id', " + FEATURES
-                    + ", seed=1) }} select * from {{ ref('points') }}",
+                    + ", seed=1, retrain=var('retrain', 'always')) }} select * from {{ ref('points') }}",
     "mixture.sql": "{{ config(materialized='cluster', model_type='em', n_clusters=4, key='id', " + FEATURES
                    + ", scalable=true, sample_size=200, seed=1) }} select * from {{ ref('points') }}",
     "churn.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='churned', key='id', "
@@ -223,6 +223,10 @@ class TestVisibility:
         # self-contained: nothing to fetch (the browser test also listens for requests)
         assert "<script" not in card and not re.search(r"(src|href)=[\"']https?:|url\(https?:|@import", card)
         shutil.rmtree(folder)
+        # a version the retrain policy keeps gets the card it lacks
+        results = run_dbt(["run", "-s", "segments", "--vars", "{retrain: never}"])
+        assert _response(results, "segments")["code"] == "UNCHANGED"
+        assert sorted(os.listdir(folder)) == ["index.html", "segments.html", "segments.json"]
         _, output = run_dbt_and_capture(["run-operation", "sqlflow_cards"])
         assert f"{len(ML_NODES)} card(s) written" in output
         assert len([f for f in os.listdir(folder) if f.endswith(".html")]) == len(ML_NODES) + 1

@@ -113,6 +113,8 @@ class SqlflowAdapter(PostgresAdapter):
             invoked_as=_invoked_as(),
         )
         job = jobs.for_node(materialization, options["model_type"])
+        if materialization != "ml_predict" and not empty:
+            _prefetch_card_imports()
         try:
             with self._user_facing_errors(model["name"]):
                 state = job.read(ctx)
@@ -329,27 +331,54 @@ class SqlflowAdapter(PostgresAdapter):
         return f"{model_name}: v{trained.version} written as {format} to {path}"
 
     @available
-    def sqlflow_card(self, relation: BaseRelation, model_name: str, version=None) -> str:
+    def sqlflow_card(
+        self,
+        relation: BaseRelation,
+        model_name: str,
+        version=None,
+        missing_only: bool = False,
+        background: bool = False,
+    ) -> str:
         """Write the model card of a version (default: the live one) and the index, from the registry.
-        After a node's commit; a card that cannot be written is a warning, never a failed node."""
+        After a node's commit, in the `background` while the DAG goes on (cleanup_connections waits
+        for it); a card that cannot be written is a warning, never a failed node."""
         import os
 
         from dbt.adapters.sqlflow import cards, registry
 
         directory = os.path.join(self._artifact_dir() or "target", "cards")
+        path = os.path.join(directory, f"{model_name}.html")
+        if missing_only and os.path.exists(path):
+            return ""
         table, key = self._registry_of(relation)
         handle = self.connections.get_thread_connection().handle
+
+        def failed(exc: Exception) -> None:
+            logger.debug("".join(traceback.format_exception(exc)))
+            logger.warning(f"{model_name}: no model card written ({type(exc).__name__}: {exc})")
+
         try:
             trained = registry.load(handle, table, key, version, model_name=model_name)
-            path = cards.write_card(directory, trained, registry.versions(handle, table, key))
+            versions = registry.versions(handle, table, key)
             handle.commit()  # the reads above opened a transaction
+            if background:
+                cards.write_card_later(directory, trained, versions, failed, logger.debug)
+            else:
+                cards.write_card(directory, trained, versions)
         except Exception as exc:  # the model is trained and stored either way
             handle.rollback()
-            logger.debug(traceback.format_exc())
-            logger.warning(f"{model_name}: no model card written ({type(exc).__name__}: {exc})")
+            failed(exc)
             return ""
-        logger.debug(f"{model_name}: model card at {path}")
         return path
+
+    def cleanup_connections(self) -> None:
+        """The end of an invocation: model cards still being drawn are written first."""
+        import sys
+
+        cards = sys.modules.get("dbt.adapters.sqlflow.cards")  # not imported: none were written
+        if cards is not None:
+            cards.wait()
+        super().cleanup_connections()
 
     @available
     def sqlflow_cards(self, nodes: List[Dict], model=None, version=None) -> str:
@@ -489,6 +518,24 @@ def _check_version(model_name: str, version, operation: str) -> None:
             f"{model_name}: version must be a version number (--args '{{model: {model_name}, "
             f"version: 3}}' for {operation}), got {version!r}."
         )
+
+
+def _prefetch_card_imports() -> None:
+    """Import matplotlib (for the model card written after the build) while the job reads and fits:
+    its 0.4 s of imports then overlap with waiting on PostgreSQL and with numerical work."""
+    import sys
+    import threading
+
+    if "matplotlib.figure" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # the card reports it, if it is still missing then
+            pass
+
+    threading.Thread(target=load, name="sqlflow-card-imports", daemon=True).start()
 
 
 def _invoked_as() -> Optional[str]:

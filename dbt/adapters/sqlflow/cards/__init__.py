@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from typing import Any, Dict, List
 
 from dbt.adapters.sqlflow import facts
@@ -44,6 +45,43 @@ def write_card(directory: str, version, versions: List[Dict[str, Any]]) -> str:
     _write_atomic(os.path.join(directory, f"{name}.json"), json.dumps(summary))
     write_index(directory)
     return path
+
+
+_PENDING: List[threading.Thread] = []
+
+
+def write_card_later(
+    directory: str, version, versions: List[Dict[str, Any]], failed, done=None
+) -> None:
+    """write_card in a thread, so the DAG goes on while the charts are drawn (wait() before the
+    invocation ends); `failed(exc)` hears of an error, `done(message)` of the card written."""
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            path = write_card(directory, version, versions)
+        except Exception as exc:  # the model is trained and stored either way
+            failed(exc)
+            return
+        if done:
+            done(
+                f"{version.model_name}: model card at {path} ({time.perf_counter() - started:.2f} s)"
+            )
+
+    thread = threading.Thread(target=run, name=f"sqlflow-card-{version.model_name}")
+    with _INDEX_LOCK:
+        _PENDING.append(thread)
+    thread.start()
+
+
+def wait() -> None:
+    """Every card being written is on disk."""
+    while True:
+        with _INDEX_LOCK:
+            if not _PENDING:
+                return
+            thread = _PENDING.pop()
+        thread.join()
 
 
 def write_index(directory: str) -> str:

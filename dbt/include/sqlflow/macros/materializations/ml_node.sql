@@ -86,8 +86,9 @@
   {%- endfor -%}
   {%- do adapter.sqlflow_unlock(this) -%}
   {#- the model card of the version just trained (target/sqlflow/cards/), from its committed registry row -#}
-  {%- if changed and materialization in ('cluster', 'ml_train') and response.model_version -%}
-    {%- do adapter.sqlflow_card(this, model.name, response.model_version) -%}
+  {#- a version kept by the retrain policy gets its card only where it has none yet -#}
+  {%- if materialization in ('cluster', 'ml_train') and response.model_version and response.code != 'REJECTED' -%}
+    {%- do adapter.sqlflow_card(this, model.name, response.model_version, missing_only=not changed, background=true) -%}
   {%- endif -%}
   {{ run_hooks(post_hooks, inside_transaction=False) }}
 
