@@ -20,7 +20,9 @@ def _blobs(n=600, seed=4):
     churned = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=1.5, size=n) > 5).astype(int)
     y = 2.0 * X[:, 0] - X[:, 2] + rng.normal(scale=0.5, size=n)
     lines = ["id,x1,x2,x3,churned,y"]
-    lines += [f"{i},{a:.5f},{b:.5f},{c:.5f},{bool(t)},{v:.5f}" for i, ((a, b, c), t, v) in enumerate(zip(X, churned, y))]
+    # x3 is NULL in every 37th row: imputed for training, left out of the profile's means
+    lines += [f"{i},{a:.5f},{b:.5f},{'' if i % 37 == 0 else f'{c:.5f}'},{bool(t)},{v:.5f}"
+              for i, ((a, b, c), t, v) in enumerate(zip(X, churned, y))]
     return "\n".join(lines) + "\n"
 
 
@@ -161,10 +163,12 @@ class TestVisibility:
         # cluster sizes and the profile are the cluster table's counts and means
         info = project.run_sql(f"select training_info from {s}.sqlflow_models where model_name = 'segments'",
                                fetch="one")[0]
-        counts = project.run_sql(f"select cluster_id, count(*), avg(x1) from {s}.segments group by 1 order by 1",
-                                 fetch="all")
-        assert info["sizes"] == [r[1] for r in counts]
-        assert [m[0] for m in info["profile"]["means"]] == pytest.approx([float(r[2]) for r in counts], rel=1e-9)
+        profile = project.run_sql(f"select cluster_id, size, x1, x2, x3 from {s}.segments__profile order by 1",
+                                  fetch="all")
+        assert info["sizes"] == [r[1] for r in profile] and info["profile"]["features"] == ["x1", "x2", "x3"]
+        assert info["profile"]["means"] == [pytest.approx([float(v) for v in r[2:]], rel=1e-9) for r in profile]
+        overall = project.run_sql(f"select avg(x1), avg(x2), avg(x3) from {s}.points", fetch="one")
+        assert info["profile"]["overall"] == pytest.approx([float(v) for v in overall], rel=1e-9)
         # the held-out confusion matrix counts the held-out rows; the ROC curve runs from (0, 0) to (1, 1)
         churn = project.run_sql(f"select training_info from {s}.sqlflow_models where model_name = 'churn'",
                                 fetch="one")[0]

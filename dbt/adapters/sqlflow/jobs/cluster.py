@@ -379,7 +379,7 @@ def _metrics(model, source: Source, encode, seed: int, numeric: List[str]) -> Tu
     space = model.embedding(X) if model.model_type == "dec" else X
     metrics = clustering.metrics(space, labels, model, seed)
     sizes = np.zeros(model.k, np.int64)
-    sums = np.zeros((model.k, len(numeric)))
+    sums, counts = np.zeros((model.k, len(numeric))), np.zeros((model.k, len(numeric)))
     bins = np.zeros(20, np.int64)
     inertia = 0.0
     for frame in source.batches():
@@ -389,9 +389,10 @@ def _metrics(model, source: Source, encode, seed: int, numeric: List[str]) -> Tu
         inertia += float((distances**2).sum())
         sizes += np.bincount(assigned, minlength=model.k)
         for j, name in enumerate(numeric):
-            column = frame[name]
-            values = np.where(column.nulls, 0.0, column.values.astype(np.float64))
+            column, present = frame[name], ~frame[name].null_mask
+            values = np.where(present, column.values.astype(np.float64), 0.0)
             sums[:, j] += np.bincount(assigned, weights=values, minlength=model.k)
+            counts[:, j] += np.bincount(assigned, weights=present, minlength=model.k)
         if probabilities is not None:
             bins += np.histogram(probabilities.max(axis=1), bins=20, range=(0.0, 1.0))[0]
     if source.streamed:
@@ -401,8 +402,9 @@ def _metrics(model, source: Source, encode, seed: int, numeric: List[str]) -> Tu
         "sizes": sizes.tolist(),
         "profile": {
             "features": numeric,
-            "means": (sums / np.maximum(sizes, 1)[:, None]).tolist(),
-            "overall": (sums.sum(axis=0) / max(int(sizes.sum()), 1)).tolist(),
+            # as the __profile table's avg(): NULLs are not counted
+            "means": (sums / np.maximum(counts, 1)).tolist(),
+            "overall": (sums.sum(axis=0) / np.maximum(counts.sum(axis=0), 1)).tolist(),
         },
     }
     if model.model_type in ("em", "dec"):

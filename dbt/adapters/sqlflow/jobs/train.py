@@ -83,17 +83,10 @@ def _feature_weights(model, encoder: FeatureEncoder) -> List[Dict]:
     """The per-feature weights a card charts: a linear or logistic model's in original units (per
     class), a factorization machine's linear terms per unit of the raw column; none for networks."""
     names = encoder.feature_names
-    if isinstance(model, supervised.LinearModel):
-        kernel, _ = weights.original_units(model, encoder)
-        classes = weights.output_classes(model)
+    if isinstance(model, supervised.LinearModel):  # the weights table's own numbers
         return [
-            {
-                "feature": names[j],
-                "class": None if c is None else supervised.class_name(c),
-                "weight": float(kernel[j, k]),
-            }
-            for k, c in enumerate(classes)
-            for j in range(len(names))
+            {"feature": f, "class": None if c is None else supervised.class_name(c), "weight": w}
+            for _, _, f, c, w in weights.feature_weights(model, encoder)
         ]
     linear = [
         a for layer, name, a, per_feature in model.weights if layer == "linear" and per_feature

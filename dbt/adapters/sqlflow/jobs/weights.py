@@ -60,17 +60,23 @@ def output_classes(model: supervised.LinearModel) -> List:
     return [model.classes[1]] if model.task == "binary" else list(model.classes)
 
 
-def linear_weights_frame(
-    model: supervised.LinearModel, encoder: FeatureEncoder, version: int
-) -> Frame:
-    kernel, bias = original_units(model, encoder)
-    names = encoder.feature_names
-    classes = output_classes(model)
-    rows = [
-        ("weights", j, k, names[j], classes[k], kernel[j, k])
+def feature_weights(model: supervised.LinearModel, encoder: FeatureEncoder) -> List[tuple]:
+    """(j, k, feature, class, weight in original units) per feature and output column."""
+    kernel, _ = original_units(model, encoder)
+    names, classes = encoder.feature_names, output_classes(model)
+    return [
+        (j, k, names[j], classes[k], float(kernel[j, k]))
         for k in range(kernel.shape[1])
         for j in range(kernel.shape[0])
     ]
+
+
+def linear_weights_frame(
+    model: supervised.LinearModel, encoder: FeatureEncoder, version: int
+) -> Frame:
+    _, bias = original_units(model, encoder)
+    classes = output_classes(model)
+    rows = [("weights", j, k, f, c, w) for j, k, f, c, w in feature_weights(model, encoder)]
     rows += [
         ("intercept", None, k, "__intercept__", classes[k], bias[k]) for k in range(len(bias))
     ]
