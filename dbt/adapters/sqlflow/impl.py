@@ -15,6 +15,15 @@ from dbt.adapters.sqlflow import log_bridge
 from dbt.adapters.sqlflow.connections import SqlflowAdapterResponse, SqlflowConnectionManager
 
 MAX_IDENTIFIER = 63
+# the adapter_response code of each node kind
+CODES = {
+    "cluster": "CLUSTER",
+    "ml_train": "TRAIN",
+    "ml_predict": "PREDICT",
+    "ml_explain": "EXPLAIN",
+    "ml_evaluate": "EVALUATE",
+    "table": "SELECT",
+}
 logger = AdapterLogger("Sqlflow")
 
 
@@ -55,6 +64,28 @@ class SqlflowAdapter(PostgresAdapter):
         except options.OptionError as exc:
             raise DbtRuntimeError(str(exc)) from exc
 
+    @available
+    def sqlflow_statement(self, model: Dict, sql: str, refs: Dict[str, Dict]) -> Dict:
+        """materialized='sqlflow': the SELECT, the materialization its SQLFlow clause stands for,
+        and that node's validated options (fails the node on a clause it cannot honour)."""
+        from dbt.adapters.sqlflow import statements
+        from dbt.adapters.sqlflow.errors import SqlflowError
+
+        name = model["name"]
+        try:
+            found, config = statements.compile_statement(
+                sql, name, model.get("alias"), dict(model["config"]), refs
+            )
+        except SqlflowError as exc:
+            raise DbtRuntimeError(f"{name}: {exc}") from exc
+        table = found.materialization == "table"
+        return {
+            "materialization": found.materialization,
+            "sql": found.sql,
+            "options": {} if table else self.sqlflow_options(found.materialization, config, name),
+            "side_suffixes": found.side_suffixes,
+        }
+
     def __init__(self, config, mp_context) -> None:
         super().__init__(config, mp_context)
         from dbt.adapters.sqlflow import interrupt
@@ -75,6 +106,7 @@ class SqlflowAdapter(PostgresAdapter):
         full_refresh: bool = False,
         empty: bool = False,
         increment: bool = False,
+        statement: Optional[Dict] = None,
     ) -> AdapterResponse:
         """Train (or score) the node into the intermediate tables named by `targets`: the job's read
         phase, a commit (so no lock is held while it trains), then its fit-and-write phase, which the
@@ -83,7 +115,10 @@ class SqlflowAdapter(PostgresAdapter):
         from dbt.adapters.sqlflow.jobs.context import JobContext, Targets
 
         _keep_ctrl_c_for_the_main_thread()
-        options = self.sqlflow_options(materialization, model["config"], model["name"])
+        if statement:  # materialized='sqlflow': the clause's SELECT and options
+            sql, options = statement["sql"], statement["options"]
+        else:
+            options = self.sqlflow_options(materialization, model["config"], model["name"])
         schema = self.sqlflow_registry_schema()
         connection = self.connections.get_thread_connection()
         # dbt's commit at the end expects the transaction it began
@@ -99,7 +134,9 @@ class SqlflowAdapter(PostgresAdapter):
             node=registry.ModelKey(relation.database, relation.schema, relation.identifier),
             registry_table=registry.table_name(schema, self.config.credentials.database),
             registry_schema=schema,
-            targets=Targets(**targets),
+            targets=Targets(
+                **{("global_table" if k == "global" else k): v for k, v in targets.items()}
+            ),
             invocation_id=invocation_id,
             relation_exists=relation_exists,
             full_refresh=full_refresh,
@@ -112,11 +149,12 @@ class SqlflowAdapter(PostgresAdapter):
             artifact_dir=self._artifact_dir(),
             invoked_as=_invoked_as(),
         )
-        job = jobs.for_node(materialization, options["model_type"])
-        if materialization != "ml_predict" and not empty:
+        job = jobs.for_node(materialization, options.get("model_type"))
+        if materialization in ("cluster", "ml_train") and not empty:
             _prefetch_card_imports()
         try:
             with self._user_facing_errors(model["name"]):
+                ctx = jobs.prepared(ctx)
                 state = job.read(ctx)
                 try:
                     self.connections.commit_and_continue()  # the read phase (and in-tx pre-hooks) ends here
@@ -126,13 +164,9 @@ class SqlflowAdapter(PostgresAdapter):
         except BaseException:
             self._unlock_after_failure(relation)
             raise
-        code = {"cluster": "CLUSTER", "ml_train": "TRAIN", "ml_predict": "PREDICT"}[
-            materialization
-        ]
+        code = CODES[materialization]
         code = "REJECTED" if outcome.rejected else "UNCHANGED" if outcome.unchanged else code
-        model_key = (
-            ctx.model_key(options["model"]) if materialization == "ml_predict" else ctx.node
-        )
+        model_key = ctx.model_key(options["model"]) if "model" in options else ctx.node
         return self._response(ctx, model_key, outcome, code)
 
     def _response(self, ctx, model_key, outcome, code: str) -> AdapterResponse:

@@ -133,6 +133,14 @@ COMMON = [
     ),
     Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
     Option("exclude", [], _is_name_list, "a list of column names"),
+    Option(
+        "feature_columns",
+        None,
+        lambda v: (
+            v is None or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+        ),
+        "SQLFlow feature columns, e.g. ['x1', 'NUMERIC(v, 4)', 'CATEGORY_ID(c, 10)']",
+    ),
     Option("predict_only", [], _is_name_list, "a list of column names"),
     Option(
         "normalize", "zscore", _one_of("zscore", "minmax", "none"), "'zscore', 'minmax' or 'none'"
@@ -273,6 +281,20 @@ TRAIN = [
         KERAS_TYPES + DEC + SQL,
     ),
     Option(
+        "validation_select",
+        None,
+        lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+        "a SELECT of the held-out rows, with the training SELECT's columns",
+        KERAS_TYPES,
+    ),
+    Option(
+        "n_classes",
+        None,
+        lambda v: v is None or _is_int(v, 2),
+        "the number of classes the label must have (>= 2)",
+        CLASSIFIERS,
+    ),
+    Option(
         "n_factors", 8, lambda v: _is_int(v, 1), "a whole number >= 1", ("factorization_machine",)
     ),
     Option(
@@ -381,6 +403,12 @@ PREDICT = [
         "true or false (score only new rows and rows of a version no longer live; needs unique_key)",
     ),
     Option(
+        "prediction_column",
+        None,
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "the name of the prediction column (SQLFlow's TO PREDICT <table>.<column>)",
+    ),
+    Option(
         "replaces",
         None,
         lambda v: v is None or (isinstance(v, str) and v != ""),
@@ -388,16 +416,48 @@ PREDICT = [
     ),
 ]
 
+_MODEL = PREDICT[:2]  # model, version
+EXPLAIN = _MODEL + [
+    Option(
+        "key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"
+    ),
+    Option(
+        "background",
+        100,
+        lambda v: _is_int(v, 1),
+        "a number of rows >= 1 (the SHAP background sample)",
+    ),
+    Option(
+        "explainer",
+        "auto",
+        _one_of("auto", "permutation", "kernel", "exact"),
+        "'auto', 'permutation', 'kernel' or 'exact'",
+    ),
+    Option("seed", 0, lambda v: _is_int(v, 0), "a whole number >= 0"),
+    Option(
+        "max_evals", 0, lambda v: _is_int(v, 0), "model calls per row >= 0 (0 = shap's default)"
+    ),
+]
+EVALUATE = _MODEL + [
+    Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
+    Option("metrics", None, lambda v: v is None or _is_name_list(v), "a list of metric names"),
+]
+SCORING = ("ml_predict", "ml_explain", "ml_evaluate")  # nodes that apply a trained model
+
 MODEL_TYPES = {
     "cluster": CLUSTER_TYPES + DEC,
     "ml_train": CLUSTER_TYPES + DEC + KERAS_TYPES + SQL,
     "ml_predict": (),
+    "ml_explain": (),
+    "ml_evaluate": (),
 }
 
 
 def catalog(materialization: str, model_type: Optional[str] = None) -> List[Option]:
-    if materialization == "ml_predict":
-        return PREDICT
+    if materialization in SCORING:
+        return {"ml_predict": PREDICT, "ml_explain": EXPLAIN, "ml_evaluate": EVALUATE}[
+            materialization
+        ]
     if model_type in KERAS_TYPES:
         return [o for o in COMMON if o.name != "label"] + TRAIN
     if model_type == "sql":  # the program says what it reads: no feature or encoding keys
@@ -424,7 +484,17 @@ def catalog(materialization: str, model_type: Optional[str] = None) -> List[Opti
 
 
 def _all_known_names() -> set:
-    return {o.name for o in COMMON + CLUSTER + PREDICT + TRAIN + DEC_OPTIONS + SQL_OPTIONS}
+    return {
+        o.name
+        for o in COMMON
+        + CLUSTER
+        + PREDICT
+        + TRAIN
+        + DEC_OPTIONS
+        + SQL_OPTIONS
+        + EXPLAIN
+        + EVALUATE
+    }
 
 
 def _closest(key: str, names: Iterable[str]) -> Optional[str]:
@@ -439,7 +509,7 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
     options = catalog(materialization, model_type)
     by_name = {o.name: o for o in options}
     allowed_types = MODEL_TYPES[materialization]
-    if materialization != "ml_predict":
+    if materialization not in SCORING:
         if model_type is None:
             raise OptionError(f"{where} needs model_type; one of {', '.join(allowed_types)}.")
         if model_type not in allowed_types:
@@ -499,10 +569,34 @@ def resolve(materialization: str, config: Dict[str, Any], model_name: str) -> Di
             f"batch_size={resolved['batch_size']} cuts mini-batches; set batch_size=0 or "
             f"sparse='auto'."
         )
+    _check_feature_columns(where, resolved, config)
     _check_operation(where, materialization, resolved, config)
-    if materialization == "ml_predict" and not resolved.get("model"):
+    if materialization in SCORING and not resolved.get("model"):
         raise OptionError(f"{where} needs config(model='<name of an ml_train or cluster model>').")
     return resolved
+
+
+def _check_feature_columns(where: str, resolved: Dict, config: Dict) -> None:
+    """feature_columns (SQLFlow's COLUMN clause) decide the features; validation_select, the split."""
+    if resolved.get("validation_select") and config.get("data_split") not in (None, "random"):
+        raise OptionError(
+            f"{where}: validation_select gives the held-out rows, and data_split="
+            f"{config['data_split']!r} would choose others; remove one of them."
+        )
+    if not resolved.get("feature_columns"):
+        return
+    from dbt.adapters.sqlflow.statements.columns import feature_names
+
+    try:
+        names = feature_names(resolved["feature_columns"])
+    except OptionError as exc:
+        raise OptionError(f"{where}: {exc}") from None
+    if config.get("features") is not None and list(resolved["features"]) != names:
+        raise OptionError(
+            f"{where}: features={resolved['features']!r} and feature_columns (which give "
+            f"{names!r}) disagree; keep feature_columns only."
+        )
+    resolved["features"] = names
 
 
 def _check_operation(where: str, materialization: str, resolved: Dict, config: Dict) -> None:

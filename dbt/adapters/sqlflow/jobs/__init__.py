@@ -7,7 +7,7 @@ state; `fit_and_write(ctx, state)` fits and writes the intermediate tables and t
 the transaction the materialization then swaps and commits; `close(state)` always runs last.
 """
 
-from typing import Any, Callable, Dict, Protocol
+from typing import Any, Callable, Dict, Optional, Protocol
 
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 
@@ -20,25 +20,44 @@ class Job(Protocol):
     def close(self, state: Any) -> None: ...
 
 
-def family(materialization: str, model_type: str) -> str:
+def family(materialization: str, model_type: Optional[str]) -> str:
     """The row of `JOBS` a node runs."""
     from dbt.adapters.sqlflow.options import KERAS_TYPES
 
-    if materialization == "ml_predict":
-        return "predict"
+    scoring = {"ml_predict": "predict", "ml_explain": "explain", "ml_evaluate": "evaluate"}
+    if materialization in scoring or materialization == "table":
+        return scoring.get(materialization, "table")
     if model_type == "sql":
         return "sql"
     return "network" if model_type in KERAS_TYPES else "cluster"
 
 
-def for_node(materialization: str, model_type: str) -> Job:
+def for_node(materialization: str, model_type: Optional[str]) -> Job:
     # imported on use: the jobs pull in numpy and, when they run, scikit-learn or TensorFlow
-    from dbt.adapters.sqlflow.jobs import cluster, predict, sql4ml, train
+    from dbt.adapters.sqlflow.jobs import cluster, evaluate, explain, predict, sql4ml, table, train
 
     jobs: Dict[str, Callable[[], Job]] = {
         "predict": predict.PredictJob,
+        "explain": explain.ExplainJob,
+        "evaluate": evaluate.EvaluateJob,
+        "table": table.TableJob,
         "network": train.TrainJob,
         "cluster": cluster.ClusterJob,
         "sql": sql4ml.Sql4mlJob,
     }
     return jobs[family(materialization, model_type)]()
+
+
+def prepared(ctx: JobContext) -> JobContext:
+    """A training node's context with SQLFlow's feature columns and validation_select applied."""
+    import dataclasses
+
+    from dbt.adapters.sqlflow.jobs import prepare
+
+    options = ctx.options
+    if ctx.materialization not in ("cluster", "ml_train") or not (
+        options.get("feature_columns") or options.get("validation_select")
+    ):
+        return ctx
+    sql, options = prepare.training_sql(ctx.conn, ctx.sql, options)
+    return dataclasses.replace(ctx, sql=sql, options=options)

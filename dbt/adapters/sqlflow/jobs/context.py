@@ -13,6 +13,7 @@ class Targets:
     main: str
     centroids: Optional[str] = None
     profile: Optional[str] = None
+    global_table: Optional[str] = None  # ml_explain's <node>__global
 
 
 @dataclass(frozen=True)

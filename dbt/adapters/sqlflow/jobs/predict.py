@@ -19,7 +19,7 @@ from dbt.adapters.sqlflow.data import (
 )
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.errors import ArtifactError
-from dbt.adapters.sqlflow.jobs import cluster, increment, inputs, steps
+from dbt.adapters.sqlflow.jobs import cluster, increment, inputs, prepare, steps
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.jobs.weights import original_units
 from dbt.adapters.sqlflow.ml import supervised
@@ -60,9 +60,35 @@ def _check_features(trained: registry.ModelVersion, names: List[str]) -> List[st
 
 
 def _kept_names(trained: registry.ModelVersion, options: Dict, names: List[str]) -> List[str]:
-    if options.get("pass_through", True):
-        return names
-    return [n for n in (trained.options.get("key") or []) if n in names]
+    """The input columns the output keeps; a column named as the prediction is replaced by it."""
+    kept = names if options.get("pass_through", True) else trained.options.get("key") or []
+    return [n for n in kept if n in names and n != options.get("prediction_column")]
+
+
+def _prediction_name(trained: registry.ModelVersion) -> Optional[str]:
+    """The column that holds the prediction (what prediction_column renames)."""
+    if trained.model_type in CLUSTER_TYPES:
+        return trained.options.get("label_column", "cluster_id")
+    if trained.model_type == "autoencoder" or not trained.label:
+        return None
+    return f"predicted_{trained.label}"
+
+
+def _rename_prediction(conn, trained, options: Dict, target: str) -> None:
+    """prediction_column: SQLFlow's TO PREDICT <table>.<column> names the prediction's column."""
+    wanted = options.get("prediction_column")
+    current = _prediction_name(trained)
+    if not wanted or wanted == current:
+        return
+    if current is None:
+        raise inputs.InputError(
+            f"prediction_column='{wanted}': a {trained.model_type} model has no single prediction "
+            f"column to name; leave it out."
+        )
+    with conn.cursor() as cur:
+        cur.execute(
+            f"alter table {target} rename column {quote_ident(current)} to {quote_ident(wanted)}"
+        )
 
 
 def _linear(trained: registry.ModelVersion) -> supervised.LinearModel:
@@ -409,6 +435,19 @@ def _write_unscored(ctx: JobContext, columns) -> None:
         )
 
 
+def load_trained(ctx: JobContext) -> registry.ModelVersion:
+    """The version config(model=, version=) names: the live one by default."""
+    version = ctx.options.get("version")
+    return registry.load(
+        ctx.conn,
+        ctx.registry_table,
+        ctx.model_key(ctx.options["model"]),
+        None if version in (None, "latest") else version,
+        model_name=ctx.options["model"],
+        latest=version == "latest",
+    )
+
+
 class PredictJob:
     """ml_predict: the model is loaded and, for scoring in Python, the input read in the read phase;
     scoring in PostgreSQL is one CREATE TABLE AS in the write phase. An incremental run scores only
@@ -416,21 +455,13 @@ class PredictJob:
 
     def read(self, ctx: JobContext):
         options = ctx.options
-        version = options.get("version")
         try:
-            trained = registry.load(
-                ctx.conn,
-                ctx.registry_table,
-                ctx.model_key(options["model"]),
-                None if version in (None, "latest") else version,
-                model_name=options["model"],
-                latest=version == "latest",
-            )
+            trained = load_trained(ctx)
         except registry.RegistryError:
             if ctx.empty:  # dbt run --empty before the model was ever trained
                 return None, describe(ctx.conn, ctx.sql), ctx.sql
             raise
-        sql = ctx.sql
+        sql = prepare.scoring_sql(ctx.conn, ctx.sql, trained.options)
         if ctx.increment:
             sql = increment.new_or_stale(
                 ctx.conn,
@@ -465,6 +496,7 @@ class PredictJob:
                 )
         except ArtifactError:
             raise ArtifactError(trained.model_name, trained.version) from None
+        _rename_prediction(ctx.conn, trained, ctx.options, target)
         if ctx.options.get("incremental"):
             increment.check_keys(ctx.conn, target, ctx.options["unique_key"], ctx.model_name)
         scored = f"{rows} rows"

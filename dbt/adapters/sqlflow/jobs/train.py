@@ -71,12 +71,23 @@ def _target(frame: Frame, options: Dict):
         options["model_type"] == "factorization_machine" and label.type.kind in ("text", "boolean")
     )
     target = supervised.Target.of(label.values, label.nulls, classification, options["label"])
+    _check_n_classes(target.classes, options)
     if options["model_type"] == "factorization_machine" and target.task == "multiclass":
         raise supervised.TargetError(
             f'label column "{options["label"]}" has {len(target.classes)} classes; '
             f"factorization_machine does regression and binary classification."
         )
     return target
+
+
+def _check_n_classes(classes, options: Dict) -> None:
+    """n_classes (SQLFlow's model.n_classes) states what the label holds; a mismatch is an error."""
+    expected = options.get("n_classes")
+    if expected and classes is not None and len(classes) != expected:
+        raise supervised.TargetError(
+            f'n_classes={expected}, but label column "{options["label"]}" has {len(classes)} '
+            f"classes ({', '.join(map(str, classes[:10]))}); fix n_classes or the SELECT."
+        )
 
 
 def _feature_weights(model, encoder: FeatureEncoder) -> List[Dict]:
@@ -467,6 +478,7 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
         params.from_options(params.Fitting, options),
         options.get("class_weight"),
     )
+    _check_n_classes(model.classes, options)
     metrics, evaluated = _stream_metrics(model, stream, encode, numeric_label)
     kinds = {n: first[n].type.kind for n in roles.features}
     return _register_and_write(

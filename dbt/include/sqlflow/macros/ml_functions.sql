@@ -113,7 +113,7 @@
 {% macro sqlflow_cards(model=none, version=none) %}
   {%- set nodes = [] -%}
   {%- for node in graph.nodes.values() -%}
-    {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train') -%}
+    {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train', 'sqlflow') -%}
       {%- do nodes.append({'name': node.name, 'database': node.database, 'schema': node.schema,
                            'identifier': node.alias or node.name}) -%}
     {%- endif -%}
@@ -133,7 +133,7 @@
   {%- if not found -%}
     {%- set ml = [] -%}
     {%- for node in graph.nodes.values() -%}
-      {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train') -%}
+      {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train', 'sqlflow') -%}
         {%- do ml.append(node.name) -%}
       {%- endif -%}
     {%- endfor -%}

@@ -4,8 +4,9 @@
   intermediate name and one short transaction swapping them all in. A failure anywhere leaves the
   previous relations and the registry as they were.
 #}
-{% macro sqlflow_ml_node(materialization, side_suffixes=[]) %}
-  {%- set options = adapter.sqlflow_options(materialization, model.config, model.name) -%}
+{% macro sqlflow_ml_node(materialization, side_suffixes=[], statement=none) %}
+  {#- a sqlflow node runs the materialization its clause stands for, with the clause's config -#}
+  {%- set options = statement.options if statement else adapter.sqlflow_options(materialization, model.config, model.name) -%}
   {%- do sqlflow_reject_unsupported_configs(materialization) -%}
   {%- set target_relation = this.incorporate(type='table') -%}
   {#- one build of this model at a time across dbt processes; after a wait the cache may be stale -#}
@@ -45,7 +46,7 @@
   {%- endfor -%}
   {%- set response = adapter.sqlflow_run(materialization, model, sql, targets, target_relation,
                                           sqlflow_ref_relations(), invocation_id, existing is not none,
-                                          should_full_refresh(), (flags.EMPTY or false), increment) -%}
+                                          should_full_refresh(), (flags.EMPTY or false), increment, statement) -%}
 
   {#- the retrain policy kept the live version, or promote_if rejected the candidate with
       on_gate_fail='warn': no intermediates were written, the relations stay -#}

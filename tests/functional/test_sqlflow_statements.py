@@ -1,0 +1,328 @@
+"""materialized='sqlflow': SQLFlow's TO TRAIN / TO PREDICT / TO EVALUATE / TO EXPLAIN statements as
+model bodies, and ml_explain's attributions (exact for linear models, SHAP for networks, cluster
+discrimination for k-means), checked against hand computation on real PostgreSQL."""
+
+import numpy as np
+import pytest
+from dbt.tests.util import run_dbt, run_dbt_and_capture
+from sklearn.datasets import load_iris
+
+IRIS = load_iris()
+
+
+def iris_csv():
+    lines = ["id,sepal_length,sepal_width,petal_length,petal_width,class"]
+    for i, (row, y) in enumerate(zip(IRIS.data, IRIS.target)):
+        lines.append(f"{i}," + ",".join(repr(float(v)) for v in row) + f",{y}")
+    return "\n".join(lines) + "\n"
+
+
+def ten_features_csv(n=400, seed=3):
+    """y depends on x2 and x7 only; tags is a text list of ids for NUMERIC / CATEGORY_ID columns."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 10))
+    y = 3.0 * X[:, 2] - 2.0 * X[:, 7] + 0.01 * rng.normal(size=n)
+    lines = ["id," + ",".join(f"x{j}" for j in range(10)) + ",vec,tag,grp,y,big"]
+    for i in range(n):
+        vec = f"{X[i, 0]:.6f};{X[i, 1]:.6f}"
+        lines.append(
+            f"{i},"
+            + ",".join(f"{v:.6f}" for v in X[i])
+            + f",{vec},{i % 4},{'abcd'[int(X[i, 2] > 0) + 2 * int(rng.random() < 0.3)]},{y[i]:.6f},{int(y[i] > 0)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+TRAIN_DNN = """
+select * from {{ ref('iris') }} where id % 5 <> 0
+TO TRAIN DNNClassifier
+WITH model.n_classes = 3, model.hidden_units = [10, 10], train.epoch = 60, train.batch_size = 16,
+     optimizer.learning_rate = 0.05,
+     validation.select = 'select * from {{ ref("iris") }} where id % 5 = 0'
+COLUMN sepal_length, sepal_width, petal_length, petal_width
+LABEL class
+INTO iris_dnn;
+"""
+
+MODELS = {
+    "iris_dnn.sql": "{{ config(materialized='sqlflow', seed=1) }}" + TRAIN_DNN,
+    "iris_predicted.sql": "{{ config(materialized='sqlflow') }}\n"
+    "select id, sepal_length, sepal_width, petal_length, petal_width from {{ ref('iris') }}\n"
+    "to predict iris_predicted.class using {{ ref('iris_dnn') }}",
+    "iris_evaluated.sql": "{{ config(materialized='sqlflow') }}\nSELECT * FROM {{ ref('iris') }}\n"
+    "TO EVALUATE {{ ref('iris_dnn') }} WITH validation.metrics = \"Accuracy,AUC\" LABEL class "
+    "INTO iris_evaluated",
+    "iris_explained.sql": "{{ config(materialized='sqlflow') }}\n"
+    "select * from {{ ref('iris') }} where id < 30\n"
+    "TO EXPLAIN {{ ref('iris_dnn') }} WITH background = 20, key = 'id' USING PermutationExplainer;",
+    "plain_table.sql": "{{ config(materialized='sqlflow') }}\nselect 1 as predict, 'to train' as x;",
+    # the exact path: a linear regression and a logistic regression, explained in PostgreSQL
+    "lin.sql": "{{ config(materialized='ml_train', model_type='linear_regression', label='y', key='id', "
+    "features=['x0','x1','x2','x3','x4','x5','x6','x7','x8','x9','tag'], epochs=80, "
+    "learning_rate=0.1, batch_size=64, seed=1) }} select * from {{ ref('ten') }}",
+    "logit.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='big', "
+    "key='id', features=['x0','x2','x7'], epochs=30, batch_size=64, seed=1) }} "
+    "select * from {{ ref('ten') }}",
+    "lin_explained.sql": "{{ config(materialized='ml_explain', model='lin') }}\n"
+    "-- depends_on: {{ ref('lin') }}\nselect * from {{ ref('ten') }}",
+    "logit_explained.sql": "{{ config(materialized='ml_explain', model='logit') }}\n"
+    "-- depends_on: {{ ref('logit') }}\nselect * from {{ ref('ten') }} where id < 50",
+    # SHAP: a DNN regressor on NUMERIC and CATEGORY_ID feature columns
+    "dnn_reg.sql": "{{ config(materialized='sqlflow') }}\nselect * from {{ ref('ten') }}\n"
+    "TO TRAIN DNNRegressor WITH model.hidden_units = [16], train.epoch = 60, seed = 2\n"
+    "COLUMN x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, NUMERIC(vec, 2, ';'), CATEGORY_ID(tag, 4)\n"
+    "LABEL y INTO dnn_reg",
+    "dnn_explained.sql": "{{ config(materialized='ml_explain', model='dnn_reg', background=30, seed=1) }}\n"
+    "-- depends_on: {{ ref('dnn_reg') }}\nselect * from {{ ref('ten') }} where id < 40",
+    "segments.sql": "{{ config(materialized='cluster', model_type='kmeans', n_clusters=3, seed=0, "
+    "features=['x2','x7','grp']) }} select * from {{ ref('ten') }}",
+    "segments_explained.sql": "{{ config(materialized='ml_explain', model='segments') }}\n"
+    "-- depends_on: {{ ref('segments') }}\nselect * from {{ ref('ten') }}",
+}
+
+
+class TestSqlflowStatements:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"iris.csv": iris_csv(), "ten.csv": ten_features_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return MODELS
+
+    @pytest.fixture(scope="class", autouse=True)
+    def built(self, project):
+        run_dbt(["seed"])
+        results = run_dbt(["run"])
+        assert len(results) == len(MODELS)
+        return results
+
+    def rows(self, project, sql):
+        return project.run_sql(sql.replace("{s}", project.test_schema), fetch="all")
+
+    def test_train_registers_a_dnn_with_the_statement_options(self, project):
+        (row,) = self.rows(
+            project,
+            "select model_type, options->>'hidden_units', options->>'epochs', "
+            "options->>'n_classes', (metrics->>'eval_accuracy')::float, row_count "
+            "from {s}.sqlflow_models where relation_identifier = 'iris_dnn'",
+        )
+        assert row[:4] == ("dnn_classifier", "[10, 10]", "60", "3")
+        assert row[4] >= 0.8  # held out: the rows of validation.select
+        assert row[5] == 150  # 120 training rows + 30 held out
+
+    def test_predict_writes_the_prediction_into_the_named_column(self, project):
+        columns = [
+            r[0]
+            for r in self.rows(
+                project,
+                "select column_name from information_schema.columns where table_schema = '{s}' "
+                "and table_name = 'iris_predicted' order by ordinal_position",
+            )
+        ]
+        assert columns == [
+            "id",
+            "sepal_length",
+            "sepal_width",
+            "petal_length",
+            "petal_width",
+            "class",
+            "model_version",
+        ]
+        (accuracy,) = self.rows(
+            project,
+            "select avg((p.class = i.class)::int) from {s}.iris_predicted p join {s}.iris i using (id)",
+        )[0:1][0]
+        assert accuracy >= 0.85
+
+    def test_evaluate_writes_one_row_of_the_metrics_asked_for(self, project):
+        rows = self.rows(
+            project, "select model_version, rows, accuracy, roc_auc from {s}.iris_evaluated"
+        )
+        assert len(rows) == 1
+        version, n, accuracy, auc = rows[0]
+        assert (version, n) == (1, 150)
+        predicted = self.rows(
+            project,
+            "select avg((p.class = i.class)::int) from {s}.iris_predicted p join {s}.iris i using (id)",
+        )[0][0]
+        assert accuracy == pytest.approx(float(predicted), abs=1e-9)
+        assert 0.9 <= auc <= 1.0
+
+    def test_no_clause_is_an_ordinary_table(self, project):
+        assert self.rows(project, "select predict, x from {s}.plain_table") == [(1, "to train")]
+
+    def test_explain_a_dnn_classifier_sums_to_prediction_minus_baseline(self, project):
+        rows = self.rows(
+            project,
+            "select id, sum(attribution), min(prediction - baseline), count(*), min(explained_output) "
+            "from {s}.iris_explained group by id order by id",
+        )
+        assert len(rows) == 30 and all(r[3] == 4 for r in rows)
+        for _, total, gap, _, output in rows:
+            assert total == pytest.approx(gap, abs=1e-6)
+            assert output.startswith("probability(class=")
+
+    def test_linear_attributions_are_weight_times_value_minus_mean(self, project):
+        weights = dict(
+            self.rows(
+                project,
+                "select feature, value from {s}.lin where tensor = 'weights' and feature like 'x%'",
+            )
+        )
+        means = dict(
+            self.rows(
+                project,
+                "select 'x' || j, avg(v) from {s}.ten, lateral (values "
+                + ", ".join(f"({j}, x{j})" for j in range(10))
+                + ") as t(j, v) group by j",
+            )
+        )
+        got = self.rows(
+            project,
+            "select e.id, e.feature, e.attribution, t.x0, t.x3 from {s}.lin_explained e "
+            "join {s}.ten t using (id) where e.feature in ('x0', 'x3') and e.id < 20",
+        )
+        assert len(got) == 40
+        for _, feature, attribution, x0, x3 in got:
+            value = x0 if feature == "x0" else x3
+            assert attribution == pytest.approx(
+                weights[feature] * (value - float(means[feature])), abs=1e-9
+            )
+        sums = self.rows(
+            project,
+            "select id, sum(attribution), min(prediction), min(baseline) from {s}.lin_explained group by id",
+        )
+        scored = dict(self.rows(project, "select id, y from {s}.ten"))
+        assert len(sums) == 400
+        for _, total, prediction, baseline in sums:
+            assert total == pytest.approx(prediction - baseline, abs=1e-9)
+        ranked = [
+            r[0]
+            for r in self.rows(
+                project, "select feature from {s}.lin_explained__global order by rank"
+            )
+        ]
+        assert set(ranked[:2]) == {"x2", "x7"}
+        assert scored  # the seed is there to join
+
+    def test_logistic_attributions_are_in_logits(self, project):
+        rows = self.rows(
+            project,
+            "select id, sum(attribution), min(prediction - baseline), min(explained_output) "
+            "from {s}.logit_explained group by id",
+        )
+        assert len(rows) == 50
+        for _, total, gap, output in rows:
+            assert total == pytest.approx(gap, abs=1e-9)
+            assert output == "logit(big=1)"
+
+    def test_shap_on_a_dnn_ranks_the_two_features_that_matter_first(self, project):
+        sums = self.rows(
+            project,
+            "select row_id, sum(attribution), min(prediction - baseline), count(*) "
+            "from {s}.dnn_explained group by row_id",
+        )
+        assert len(sums) == 40
+        for _, total, gap, n in sums:
+            assert n == 13  # x0..x9, vec_0, vec_1 and tag
+            assert total == pytest.approx(gap, abs=1e-6)
+        top = self.rows(
+            project, "select feature from {s}.dnn_explained__global order by rank limit 2"
+        )
+        assert {r[0] for r in top} == {"x2", "x7"}
+
+    def test_kmeans_discrimination_table(self, project):
+        rows = self.rows(
+            project,
+            "select cluster_id, feature, state_or_bin, cluster_share, rest_share, score "
+            "from {s}.segments_explained",
+        )
+        assert {r[0] for r in rows} == {0, 1, 2}
+        assert {r[1] for r in rows} == {"x2", "x7", "grp"}
+        for cluster in range(3):
+            for feature in ("x2", "x7", "grp"):
+                shares = [r[3] for r in rows if r[0] == cluster and r[1] == feature]
+                assert sum(shares) == pytest.approx(1.0)
+        for _, _, _, c, r, score in rows:
+            assert np.sign(score) == np.sign(c - r)
+        # the shares of a categorical state, counted by hand from the cluster node's own rows
+        counted = self.rows(
+            project,
+            "select cluster_id, avg((grp = 'a')::int), (select avg((grp = 'a')::int) from {s}.segments o "
+            "where o.cluster_id <> c.cluster_id) from {s}.segments c group by cluster_id",
+        )
+        shares = {(r[0], r[2]): (r[3], r[4]) for r in rows if r[1] == "grp"}
+        for cluster, inside, rest in counted:
+            assert shares[(cluster, "a")] == pytest.approx((float(inside), float(rest)), abs=1e-12)
+        ranked = self.rows(
+            project, "select feature, rank from {s}.segments_explained__global order by rank"
+        )
+        assert [r[1] for r in ranked] == sorted(r[1] for r in ranked) and len(ranked) == 3
+
+
+BAD = {
+    "bare_name": (
+        "select * from {{ ref('iris') }} to predict bare_name.class using iris_dnn",
+        "write {{ ref('iris_dnn') }}",
+    ),
+    "wrong_into": (
+        "select * from {{ ref('iris') }} to train DNNClassifier label class into other_name",
+        "INTO must name this model ('wrong_into')",
+    ),
+    "boosted": (
+        "select * from {{ ref('iris') }} to train BoostedTreesClassifier label class into boosted",
+        "boosted trees and XGBoost models are not supported",
+    ),
+    "unknown_attr": (
+        "select * from {{ ref('iris') }} to train DNNClassifier with model.foo = 1 "
+        "label class into unknown_attr",
+        "WITH model.foo is not an attribute",
+    ),
+    "n_classes_off": (
+        "select * from {{ ref('iris') }} to train DNNClassifier with model.n_classes = 2, "
+        "train.epoch = 1 label class into n_classes_off",
+        "n_classes=2, but label column",
+    ),
+    "disagrees": (
+        "{{ config(hidden_units=[64]) }} select * from {{ ref('iris') }} to train DNNClassifier "
+        "with model.hidden_units = [10] label class into disagrees",
+        "'hidden_units' is [64] in config() but [10] in the SQLFlow statement",
+    ),
+    "embedding": (
+        "select * from {{ ref('iris') }} to train DNNClassifier "
+        "column EMBEDDING(CATEGORY_ID(class, 3), 2) label class into embedding",
+        "EMBEDDING columns are not supported yet",
+    ),
+}
+
+
+class TestStatementErrors:
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"iris.csv": iris_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        out = {
+            "iris_dnn.sql": "{{ config(materialized='sqlflow', seed=1) }}"
+            + TRAIN_DNN.replace("60", "2")
+        }
+        for name, (body, _) in BAD.items():
+            out[f"{name}.sql"] = (
+                "{{ config(materialized='sqlflow') }}\n-- {{ ref('iris_dnn') }}\n" + body
+            )
+        return out
+
+    def test_each_bad_statement_fails_its_node_with_the_fix(self, project):
+        run_dbt(["seed"])
+        run_dbt(["run", "-s", "iris_dnn"])
+        for name, (_, message) in BAD.items():
+            _, output = run_dbt_and_capture(["run", "-s", name], expect_pass=False)
+            named = f"{name}: " in output or f"model '{name}'" in output
+            assert named and message in output, (name, output[-3000:])
+            assert "Traceback" not in output
+            exists = project.run_sql(
+                f"select to_regclass('{project.test_schema}.{name}') is not null", fetch="one"
+            )[0]
+            assert not exists
