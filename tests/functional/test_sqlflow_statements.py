@@ -22,13 +22,13 @@ def ten_features_csv(n=400, seed=3):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 10))
     y = 3.0 * X[:, 2] - 2.0 * X[:, 7] + 0.01 * rng.normal(size=n)
-    lines = ["id," + ",".join(f"x{j}" for j in range(10)) + ",vec,tag,grp,y,big"]
+    lines = ["id," + ",".join(f"x{j}" for j in range(10)) + ",vec,tag,tags,grp,y,big"]
     for i in range(n):
         vec = f"{X[i, 0]:.6f};{X[i, 1]:.6f}"
         lines.append(
             f"{i},"
             + ",".join(f"{v:.6f}" for v in X[i])
-            + f",{vec},{i % 4},{'abcd'[int(X[i, 2] > 0) + 2 * int(rng.random() < 0.3)]},{y[i]:.6f},{int(y[i] > 0)}"
+            + f",{vec},{i % 4},{i % 4};{(i // 4) % 4},{'abcd'[int(X[i, 2] > 0) + 2 * int(rng.random() < 0.3)]},{y[i]:.6f},{int(y[i] > 0)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -70,8 +70,12 @@ MODELS = {
     # SHAP: a DNN regressor on NUMERIC and CATEGORY_ID feature columns
     "dnn_reg.sql": "{{ config(materialized='sqlflow') }}\nselect * from {{ ref('ten') }}\n"
     "TO TRAIN DNNRegressor WITH model.hidden_units = [16], train.epoch = 60, seed = 2\n"
-    "COLUMN x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, NUMERIC(vec, 2, ';'), CATEGORY_ID(tag, 4)\n"
+    "COLUMN x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, NUMERIC(vec, 2, ';'),\n"
+    "  EMBEDDING(CATEGORY_ID(tag, 4), 2, mean), EMBEDDING(CATEGORY_ID(tags, 4, ';'), 3)\n"
     "LABEL y INTO dnn_reg",
+    "dnn_predicted.sql": "{{ config(materialized='sqlflow') }}\n"
+    "select id, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, vec, tag, tags from {{ ref('ten') }} where id < 10\n"
+    "TO PREDICT dnn_predicted.y_hat USING {{ ref('dnn_reg') }}",
     "dnn_explained.sql": "{{ config(materialized='ml_explain', model='dnn_reg', background=30, seed=1) }}\n"
     "-- depends_on: {{ ref('dnn_reg') }}\nselect * from {{ ref('ten') }} where id < 40",
     "segments.sql": "{{ config(materialized='cluster', model_type='kmeans', n_clusters=3, seed=0, "
@@ -225,12 +229,25 @@ class TestSqlflowStatements:
         )
         assert len(sums) == 40
         for _, total, gap, n in sums:
-            assert n == 13  # x0..x9, vec_0, vec_1 and tag
+            assert n == 17  # x0..x9, vec_0, vec_1, tag and tags_0..tags_3
             assert total == pytest.approx(gap, abs=1e-6)
         top = self.rows(
             project, "select feature from {s}.dnn_explained__global order by rank limit 2"
         )
         assert {r[0] for r in top} == {"x2", "x7"}
+
+    def test_embedding_columns_are_learned_tables_and_scoring_replays_the_columns(self, project):
+        shapes = self.rows(
+            project,
+            "select tensor, max(i) + 1, max(j) + 1 from {s}.dnn_reg where tensor like 'embeddings/%' "
+            "group by tensor order by tensor",
+        )
+        assert shapes == [("embeddings/embedding_0", 4, 2), ("embeddings/embedding_1", 4, 3)]
+        predicted = self.rows(project, "select id, y_hat from {s}.dnn_predicted order by id")
+        assert [r[0] for r in predicted] == list(range(10))
+        truth = dict(self.rows(project, "select id, y from {s}.ten where id < 10"))
+        errors = [abs(y_hat - truth[i]) for i, y_hat in predicted]
+        assert np.mean(errors) < 1.0  # y spans about +-10
 
     def test_kmeans_discrimination_table(self, project):
         rows = self.rows(
@@ -290,9 +307,9 @@ BAD = {
         "'hidden_units' is [64] in config() but [10] in the SQLFlow statement",
     ),
     "embedding": (
-        "select * from {{ ref('iris') }} to train DNNClassifier "
-        "column EMBEDDING(CATEGORY_ID(class, 3), 2) label class into embedding",
-        "EMBEDDING columns are not supported yet",
+        "select * from {{ ref('iris') }} to train LinearClassifier "
+        "column sepal_length, EMBEDDING(CATEGORY_ID(id, 150), 2) label class into embedding",
+        "EMBEDDING columns feed a DNN's first layer",
     ),
 }
 

@@ -96,7 +96,7 @@ def _supervised(tf, trained) -> Callable:
         from dbt.adapters.sqlflow.ml import keras_models, networks
 
         with keras_models.tensorflow_session(0) as keras:
-            networks.factorization_machine_layer(keras)
+            networks.register_layers(keras)
             network = keras_models.from_bytes(keras, model.artifact)
         shift, spread = model.shift, model.spread
         raw = lambda z: tf.cast(network(tf.cast(z, tf.float32), training=False), tf.float64)  # noqa: E731

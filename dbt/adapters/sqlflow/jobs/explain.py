@@ -123,7 +123,7 @@ def _network_output(trained, keras, task: str) -> Callable[[np.ndarray], np.ndar
     """The loaded network as X -> raw outputs, loaded once (shap calls it many times)."""
     from dbt.adapters.sqlflow.ml import networks
 
-    networks.factorization_machine_layer(keras)
+    networks.register_layers(keras)
     model = keras_models.from_bytes(keras, trained.artifact)
     p = trained.parameters
 

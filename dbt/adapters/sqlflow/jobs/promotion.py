@@ -30,7 +30,7 @@ def _frame(trained: registry.ModelVersion) -> Optional[Frame]:
 
     model = predict.trained_model(trained)
     with keras_models.tensorflow_session(0) as keras:
-        networks.factorization_machine_layer(keras)
+        networks.register_layers(keras)
         model.weights = networks.layer_weights(keras_models.from_bytes(keras, trained.artifact))
     return weights.network_weights_frame(model, encoder, trained.version)
 

@@ -11,7 +11,7 @@ from dbt.adapters.sqlflow.data import BatchReader, Frame, read_frame, write_fram
 from dbt.adapters.sqlflow.jobs import inputs, steps, weights
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.ml import history, params, supervised
-from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
+from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder, feature_groups
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 
@@ -80,6 +80,25 @@ def _target(frame: Frame, options: Dict):
     return target
 
 
+def _network(options: Dict, encoder: FeatureEncoder) -> params.Network:
+    """The layers, with SQLFlow's EMBEDDING columns located among the encoded inputs."""
+    from dbt.adapters.sqlflow.statements.columns import embedding_blocks
+
+    blocks = embedding_blocks(options.get("feature_columns") or [])
+    if not blocks:
+        return params.from_options(params.Network, options)
+    if options["model_type"] not in ("dnn_classifier", "dnn_regressor"):
+        raise inputs.InputError(
+            f"EMBEDDING columns feed a DNN's first layer; {options['model_type']} has none. Use "
+            f"the CATEGORY_ID(...) inside them."
+        )
+    columns = dict(feature_groups(encoder.to_dict()))
+    embeddings = [
+        (sorted(j for name in names for j in columns[name]), dim) for names, dim in blocks
+    ]
+    return params.from_options(params.Network, options, embeddings=embeddings)
+
+
 def _check_n_classes(classes, options: Dict) -> None:
     """n_classes (SQLFlow's model.n_classes) states what the label holds; a mismatch is an error."""
     expected = options.get("n_classes")
@@ -141,7 +160,7 @@ def _fit_in_memory(ctx: JobContext, frame: Frame) -> Outcome:
         X,
         target,
         held,
-        params.from_options(params.Network, options),
+        _network(options, encoder),
         params.from_options(params.Fitting, options),
         options.get("class_weight"),
     )
@@ -474,7 +493,7 @@ def _fit_streamed(ctx: JobContext, stream: "_Stream") -> Outcome:
         batches,
         len(encoder.feature_names),
         spec,
-        params.from_options(params.Network, options),
+        _network(options, encoder),
         params.from_options(params.Fitting, options),
         options.get("class_weight"),
     )

@@ -110,7 +110,7 @@ class DecModel:
         with keras_models.tensorflow_session(0) as keras:
             if self._loaded is None:
                 clustering_layer(keras)
-                networks.factorization_machine_layer(keras)
+                networks.register_layers(keras)
                 model = keras_models.from_bytes(keras, self.artifact)
                 self._loaded = (
                     keras.Model(model.input, model.get_layer("embedding").output),

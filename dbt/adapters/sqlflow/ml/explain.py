@@ -8,23 +8,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from dbt.adapters.sqlflow.ml.preprocess import MISSING, OTHER
+from dbt.adapters.sqlflow.ml.preprocess import MISSING, OTHER, feature_groups
+
+__all__ = ["feature_groups"]
 
 EPSILON = 1e-6  # share smoothing in the discrimination score (a state absent on one side)
-
-
-def feature_groups(encoder_state: Dict) -> List[Tuple[str, List[int]]]:
-    """(original feature, its encoded columns) in encoding order: a categorical's states and a
-    missing indicator belong to their column."""
-    groups, j = [], 0
-    for f in encoder_state["features"]:
-        if f["kind"] == "continuous":
-            n = (0 if f.get("dropped") else 1) + (1 if f["indicator"] else 0)
-        else:
-            n = len(f["states"]) + (1 if f["other"] else 0)
-        groups.append((f["name"], list(range(j, j + n))))
-        j += n
-    return groups
 
 
 def encoded_means(encoder_state: Dict) -> np.ndarray:

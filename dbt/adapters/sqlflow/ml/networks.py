@@ -1,7 +1,7 @@
 """Keras networks beyond one dense layer: factorization machines, DNNs and autoencoders.
 
-Every layer is a stock Keras layer or the registered FactorizationMachine below, so a saved `.keras`
-file loads back with safe_mode=True (no Lambda, no pickled code).
+Every layer is a stock Keras layer or one of the registered layers below (FactorizationMachine,
+EmbeddedInputs), so a saved `.keras` file loads back with safe_mode=True (no Lambda, no pickled code).
 """
 
 from typing import List, Optional, Sequence
@@ -11,6 +11,7 @@ import numpy as np
 from dbt.adapters.sqlflow.ml.params import Network
 
 _FM_CLASS = None
+_EMBEDDED_CLASS = None
 
 
 def factorization_machine_layer(keras):
@@ -48,6 +49,59 @@ def factorization_machine_layer(keras):
     return _FM_CLASS
 
 
+def embedded_inputs_layer(keras):
+    """The input columns with each embedded block (a categorical's one-hot or multi-hot columns)
+    replaced by its `dim` learned numbers: block @ E, a lookup of each id's row of E, summed over a
+    row's ids (SQLFlow's EMBEDDING with combiner sum; one id per row needs no combining)."""
+    global _EMBEDDED_CLASS
+    if _EMBEDDED_CLASS is None:
+
+        @keras.saving.register_keras_serializable(package="dbt_sqlflow", name="EmbeddedInputs")
+        class EmbeddedInputs(keras.layers.Layer):
+            def __init__(self, blocks, dims, n_inputs: int, **kwargs):
+                super().__init__(**kwargs)
+                self.blocks = [list(map(int, b)) for b in blocks]
+                self.dims, self.n_inputs = [int(d) for d in dims], int(n_inputs)
+                embedded = {j for b in self.blocks for j in b}
+                self.rest = [j for j in range(self.n_inputs) if j not in embedded]
+
+            def build(self, input_shape):
+                self.tables = [
+                    self.add_weight(
+                        name=f"embedding_{i}",
+                        shape=(len(block), dim),
+                        initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(dim)),
+                    )
+                    for i, (block, dim) in enumerate(zip(self.blocks, self.dims))
+                ]
+
+            def call(self, x):
+                ops = keras.ops
+                parts = [ops.take(x, self.rest, axis=1)] if self.rest else []
+                parts += [
+                    ops.matmul(ops.take(x, block, axis=1), table)
+                    for block, table in zip(self.blocks, self.tables)
+                ]
+                return ops.concatenate(parts, axis=1)
+
+            def get_config(self):
+                return {
+                    **super().get_config(),
+                    "blocks": self.blocks,
+                    "dims": self.dims,
+                    "n_inputs": self.n_inputs,
+                }
+
+        _EMBEDDED_CLASS = EmbeddedInputs
+    return _EMBEDDED_CLASS
+
+
+def register_layers(keras) -> None:
+    """Our layers, registered before a stored network is loaded."""
+    factorization_machine_layer(keras)
+    embedded_inputs_layer(keras)
+
+
 def _regularizer(keras, network: Network):
     l1, l2 = network.l1 or 0.0, network.l2 or 0.0
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -68,6 +122,9 @@ def build_fm(keras, n_inputs: int, activation: Optional[str], network: Network):
 
 def build_dnn(keras, n_inputs: int, n_outputs: int, activation: Optional[str], network: Network):
     x = inputs = keras.Input(shape=(n_inputs,), name="features")
+    if network.embeddings:
+        blocks, dims = zip(*network.embeddings)
+        x = embedded_inputs_layer(keras)(blocks, dims, n_inputs, name="embeddings")(x)
     for i, units in enumerate(network.hidden_units):
         x = keras.layers.Dense(
             units,
@@ -104,7 +161,7 @@ def layer_weights(model) -> List[tuple]:
                 t is features
                 for t in (layer.input if isinstance(layer.input, list) else [layer.input])
             )
-            if layer.weights
+            if layer.weights and layer.name != "embeddings"  # its tables run over a block's ids
             else False
         )
         for variable in layer.weights:

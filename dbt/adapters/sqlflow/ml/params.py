@@ -3,7 +3,7 @@ where every default is written once (options.py); the ml layer reads attributes,
 A field that does not apply to a model type is None."""
 
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 R = TypeVar("R")
 
@@ -26,6 +26,8 @@ class Network:
     dropout: Optional[float] = None  # dnn_*
     activation: Optional[str] = None  # dnn_*, autoencoder, dec
     encode_units: Optional[Sequence[int]] = None  # autoencoder, dec
+    # dnn_*: (encoded input columns, dim) per SQLFlow EMBEDDING column, set by the job
+    embeddings: Optional[Sequence[Tuple[Sequence[int], int]]] = None
 
 
 @dataclass(frozen=True)

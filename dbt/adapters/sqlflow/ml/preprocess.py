@@ -11,7 +11,7 @@ states from the most to the least frequent, until the limit is reached.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -108,6 +108,20 @@ class _ColumnStats:
         present = self.count / total
         shares = bins / max(len(finite), 1) * present
         return {"edges": edges.tolist(), "shares": shares.tolist(), "nulls": self.nulls / total}
+
+
+def feature_groups(encoder_state: Dict) -> List[Tuple[str, List[int]]]:
+    """(original feature, its encoded columns) in encoding order: a categorical's states and a
+    missing indicator belong to their column."""
+    groups, j = [], 0
+    for f in encoder_state["features"]:
+        if f["kind"] == "continuous":
+            n = (0 if f.get("dropped") else 1) + (1 if f["indicator"] else 0)
+        else:
+            n = len(f["states"]) + (1 if f["other"] else 0)
+        groups.append((f["name"], list(range(j, j + n))))
+        j += n
+    return groups
 
 
 class FeatureEncoder:

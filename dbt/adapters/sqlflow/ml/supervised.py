@@ -197,7 +197,7 @@ class KerasModel:
         with keras_models.tensorflow_session(0) as keras:
             from dbt.adapters.sqlflow.ml import networks
 
-            networks.factorization_machine_layer(keras)  # registered before loading
+            networks.register_layers(keras)  # registered before loading
             raw = keras_models.predict(self._load(keras), X)
         if self.task == "regression":
             return raw[:, 0] * self.spread + self.shift

@@ -7,6 +7,8 @@ as a SELECT around the node's rows. Training stores the specs with the version (
 - `NUMERIC(f, n[, d])`, n > 1: a text column of n numbers split on d (default ','): f_0 .. f_{n-1}.
 - `CATEGORY_ID(f, n)`: the column as categories (ids 0..n-1, text), whatever its type.
 - `CATEGORY_ID(f, n, d)`: a text list of ids: n 0/1 columns f_0 .. f_{n-1} (multi-hot).
+- `EMBEDDING(CATEGORY_ID(...), dim[, combiner])`: the CATEGORY_ID's columns, which a DNN's first
+  layer then maps to `dim` learned numbers (an embedding: one row per id, summed over a row's ids).
 """
 
 from typing import List, Sequence, Tuple
@@ -16,8 +18,10 @@ from dbt.adapters.sqlflow.errors import OptionError
 from dbt.adapters.sqlflow.statements.parse import ColumnSpec, StatementError
 
 SUPPORTED = (
-    "plain column names, NUMERIC(field, n[, delimiter]) and CATEGORY_ID(field, n[, delimiter])"
+    "plain column names, NUMERIC(field, n[, delimiter]), CATEGORY_ID(field, n[, delimiter]) and "
+    "EMBEDDING(CATEGORY_ID(...), dim[, combiner])"
 )
+COMBINERS = ("sum", "mean", "sqrtn")
 
 
 def parse_spec(text: str) -> ColumnSpec:
@@ -55,12 +59,44 @@ def _args(spec: ColumnSpec) -> Tuple[str, int, str]:
     return args[0], n, delimiter
 
 
-def _unsupported(spec: ColumnSpec) -> str:
-    if spec.function == "EMBEDDING":
-        return (
-            f"{spec}: EMBEDDING columns are not supported yet; use the CATEGORY_ID(...) inside it "
-            f"(the categories are one-hot encoded into the first layer)."
+def embedding(spec: ColumnSpec) -> Tuple[ColumnSpec, int, str]:
+    """(the CATEGORY_ID inside, dim, combiner) of an EMBEDDING column, checked."""
+    args = spec.args
+    if not 2 <= len(args) <= 3 or not isinstance(args[0], ColumnSpec):
+        raise OptionError(f"{spec} takes (CATEGORY_ID(field, n[, delimiter]), dim[, combiner]).")
+    inner, dim = args[0], args[1]
+    if inner.function != "CATEGORY_ID":
+        raise OptionError(f"{spec}: EMBEDDING embeds a CATEGORY_ID(...) column, not {inner}.")
+    _args(inner)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise OptionError(f"{spec}: the dimension must be a whole number >= 1, got {dim!r}.")
+    combiner = str(args[2]).lower() if len(args) == 3 else "sum"
+    if combiner not in COMBINERS:
+        raise OptionError(f"{spec}: the combiner is sum, mean or sqrtn, got {args[2]!r}.")
+    if combiner != "sum" and len(inner.args) == 3:
+        raise OptionError(
+            f"{spec}: a multi-valued CATEGORY_ID is embedded with combiner sum (its ids' vectors "
+            f"added); mean and sqrtn are not supported."
         )
+    return inner, dim, combiner
+
+
+def _inner(spec: ColumnSpec) -> ColumnSpec:
+    return embedding(spec)[0] if spec.function == "EMBEDDING" else spec
+
+
+def embedding_blocks(specs: Sequence[str]) -> List[Tuple[List[str], int]]:
+    """(the encoder features an EMBEDDING reads, dim) per EMBEDDING column."""
+    out = []
+    for text in specs or []:
+        spec = parse_spec(text)
+        if spec.function == "EMBEDDING":
+            inner, dim, _ = embedding(spec)
+            out.append((feature_names([str(inner)]), dim))
+    return out
+
+
+def _unsupported(spec: ColumnSpec) -> str:
     return (
         f"feature column {spec} is not supported; write {SUPPORTED} "
         f"(BUCKET, CROSS, SPARSE, INDICATOR and SEQ_CATEGORY_ID columns are not)."
@@ -71,7 +107,7 @@ def feature_names(specs: Sequence[str]) -> List[str]:
     """The encoder's input columns the specs produce."""
     names: List[str] = []
     for text in specs:
-        spec = parse_spec(text)
+        spec = _inner(parse_spec(text))
         if spec.function is None:
             names.append(spec.args[0])
             continue
@@ -85,7 +121,7 @@ def wrap(sql: str, columns: Sequence[str], specs: Sequence[str]) -> str:
     """The SELECT with the specs' columns computed from `columns` (the SELECT's own column names)."""
     replaced, added = {}, []
     for text in specs:
-        spec = parse_spec(text)
+        spec = _inner(parse_spec(text))
         if spec.function is None:
             continue
         field, n, delimiter = _args(spec)
@@ -122,7 +158,7 @@ def out_of_range_sql(sql: str, specs: Sequence[str]) -> List[Tuple[str, str]]:
     columns have n buckets, and an id past them is an error there too."""
     checks = []
     for text in specs:
-        spec = parse_spec(text)
+        spec = _inner(parse_spec(text))
         if spec.function != "CATEGORY_ID":
             continue
         field, n, delimiter = _args(spec)
