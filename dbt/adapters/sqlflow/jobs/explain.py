@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from dbt.adapters.sqlflow import scoring_sql
+from dbt.adapters.sqlflow import interrupt, scoring_sql
 from dbt.adapters.sqlflow.data import Column, Frame, describe, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import cluster, inputs, predict, prepare
@@ -23,9 +23,11 @@ from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.jobs.weights import original_units
 from dbt.adapters.sqlflow.ml import explain, keras_models, supervised
 from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
+from dbt.adapters.sqlflow.progress import Progress
 
 log = logging.getLogger("dbt_sqlflow.jobs")
 ROW_ID = "row_id"
+CHUNK = 500  # rows explained per call of the explainer
 LINEAR = ("linear_regression", "logistic_regression")
 SHAP_TYPES = ("factorization_machine", "dnn_regressor", "dnn_classifier", "autoencoder", "dec")
 
@@ -189,18 +191,22 @@ def _shap_frame(trained, options: Dict, frame: Frame, keys: List[str]) -> Frame:
     attributions, base = np.zeros((n, m)), np.zeros(n)
     prediction, explained = np.zeros(n), np.empty(n, dtype=object)
     explainer = "permutation" if options["explainer"] == "auto" else options["explainer"]
+    progress, done = Progress(log, "explained rows", n), 0
     with keras_models.tensorflow_session(seed) as keras:
         rows, functions, names = _scalar_outputs(trained, keras, X)
         for rows_of, f, name in zip(rows, functions, names):
             if not rows_of.any():
                 continue
-            values, base_values = explain.shap_values(
-                f, X[rows_of], background, explainer, seed, options.get("max_evals", 0)
-            )
-            attributions[rows_of] = explain.grouped(values, groups)
-            base[rows_of] = base_values
-            prediction[rows_of] = f(X[rows_of])
-            explained[rows_of] = name
+            # a chunk at a time: progress lines, and Ctrl-C is honoured between chunks
+            for chunk in np.array_split(np.flatnonzero(rows_of), -(-int(rows_of.sum()) // CHUNK)):
+                values, base_values = explain.shap_values(
+                    f, X[chunk], background, explainer, seed, options.get("max_evals", 0)
+                )
+                attributions[chunk] = explain.grouped(values, groups)
+                base[chunk], prediction[chunk], explained[chunk] = base_values, f(X[chunk]), name
+                done += len(chunk)
+                progress.step(done)
+                interrupt.check()
     return _long_frame(trained, frame, keys, groups, attributions, base, prediction, explained)
 
 

@@ -173,14 +173,13 @@ class _Parser:
         parts = [self._part()]
         while self.word() == ".":
             self.pos += 1
-            parts.append(self._part())
+            parts.append(self._part(after_dot=True))  # `result.label`: a keyword is a name here
         return Name(tuple(parts))
 
-    def _part(self) -> str:
+    def _part(self, after_dot: bool = False) -> str:
         t = self.peek()
-        if t is None or (
-            t.token_type.name != "IDENTIFIER" and (self.word() in CLAUSE_WORDS or not _is_word(t))
-        ):
+        keyword = self.word() in CLAUSE_WORDS and not after_dot
+        if t is None or (t.token_type.name != "IDENTIFIER" and (keyword or not _is_word(t))):
             raise self.error("expected a name")
         self.pos += 1
         return t.text
@@ -221,7 +220,7 @@ class _Parser:
             return t.text
         if kind in ("TRUE", "FALSE"):
             return kind == "TRUE"
-        if _is_word(t):  # an unquoted word, e.g. optimizer.Adam or mean
+        if _is_word(t) and t.text.upper() not in CLAUSE_WORDS:  # e.g. optimizer.Adam or mean
             self.pos -= 1
             return str(self.name())
         self.pos -= 1
