@@ -78,6 +78,32 @@ MODELS = {
     "TO PREDICT dnn_predicted.y_hat USING {{ ref('dnn_reg') }}",
     "dnn_explained.sql": "{{ config(materialized='ml_explain', model='dnn_reg', background=30, seed=1) }}\n"
     "-- depends_on: {{ ref('dnn_reg') }}\nselect * from {{ ref('ten') }} where id < 40",
+    "lin_importance.sql": "select * from {{ ml_global_explain(ref('lin_explained')) }}",
+    # SHAP on the other network types: an autoencoder, a factorization machine, DEC
+    "ae.sql": "{{ config(materialized='ml_train', model_type='autoencoder', encode_units=[8, 3], epochs=5, "
+    "features=['x0','x1','x2','x3','x4'], seed=1) }} select * from {{ ref('ten') }}",
+    "ae_explained.sql": "{{ config(materialized='ml_explain', model='ae', background=10, key='id') }}\n"
+    "-- depends_on: {{ ref('ae') }}\nselect * from {{ ref('ten') }} where id < 15",
+    "fm.sql": "{{ config(materialized='ml_train', model_type='factorization_machine', label='y', "
+    "features=['x0','x1','x2','x7','grp'], epochs=20, seed=1) }} select * from {{ ref('ten') }}",
+    "fm_explained.sql": "{{ config(materialized='ml_explain', model='fm', background=10, key='id', "
+    "explainer='kernel') }}\n-- depends_on: {{ ref('fm') }}\nselect * from {{ ref('ten') }} where id < 15",
+    "dec_model.sql": "{{ config(materialized='ml_train', model_type='dec', n_clusters=3, encode_units=[8, 2], "
+    "pretrain_epochs=3, epochs=2, features=['x0','x1','x2','x3'], seed=1) }} select * from {{ ref('ten') }}",
+    "dec_explained.sql": "{{ config(materialized='ml_explain', model='dec_model', background=10, key='id') }}\n"
+    "-- depends_on: {{ ref('dec_model') }}\nselect * from {{ ref('ten') }} where id < 15",
+    # multiclass logistic regression: the predicted class's logit, exactly, in PostgreSQL
+    "iris_logit.sql": "{{ config(materialized='ml_train', model_type='logistic_regression', label='class', "
+    "features=['sepal_length','sepal_width','petal_length','petal_width'], epochs=40, seed=1) }} "
+    "select * from {{ ref('iris') }}",
+    "iris_logit_scored.sql": "{{ config(materialized='ml_predict', model='iris_logit') }}\n"
+    "-- depends_on: {{ ref('iris_logit') }}\nselect * from {{ ref('iris') }}",
+    "iris_logit_explained.sql": "{{ config(materialized='ml_explain', model='iris_logit', key='id') }}\n"
+    "-- depends_on: {{ ref('iris_logit') }}\nselect * from {{ ref('iris') }}",
+    "em_segments.sql": "{{ config(materialized='cluster', model_type='em', n_clusters=2, seed=0, "
+    "features=['x2','grp']) }} select * from {{ ref('ten') }}",
+    "em_explained.sql": "{{ config(materialized='ml_explain', model='em_segments') }}\n"
+    "-- depends_on: {{ ref('em_segments') }}\nselect * from {{ ref('ten') }}",
     "segments.sql": "{{ config(materialized='cluster', model_type='kmeans', n_clusters=3, seed=0, "
     "features=['x2','x7','grp']) }} select * from {{ ref('ten') }}",
     "segments_explained.sql": "{{ config(materialized='ml_explain', model='segments') }}\n"
@@ -204,7 +230,7 @@ class TestSqlflowStatements:
         ranked = [
             r[0]
             for r in self.rows(
-                project, "select feature from {s}.lin_explained__global order by rank"
+                project, "select feature from {s}.lin_importance order by rank"
             )
         ]
         assert set(ranked[:2]) == {"x2", "x7"}
@@ -248,6 +274,49 @@ class TestSqlflowStatements:
         truth = dict(self.rows(project, "select id, y from {s}.ten where id < 10"))
         errors = [abs(y_hat - truth[i]) for i, y_hat in predicted]
         assert np.mean(errors) < 1.0  # y spans about +-10
+
+    @pytest.mark.parametrize(
+        "node, features, output",
+        [
+            ("ae_explained", 5, "reconstruction_error"),
+            ("fm_explained", 5, "predicted_y"),
+            ("dec_explained", 4, "distance_to_cluster_"),
+        ],
+    )
+    def test_shap_sums_for_autoencoder_fm_and_dec(self, project, node, features, output):
+        rows = self.rows(
+            project,
+            f"select id, sum(attribution), min(prediction - baseline), count(*), min(explained_output) "
+            f"from {{s}}.{node} group by id",
+        )
+        assert len(rows) == 15
+        for _, total, gap, n, explained in rows:
+            assert n == features and explained.startswith(output)
+            assert total == pytest.approx(gap, abs=1e-6)
+        if node == "dec_explained":  # the distance to the centre the row is assigned to
+            assigned = self.rows(
+                project,
+                "select e.id, min(e.explained_output), min(e.prediction) from {s}.dec_explained e group by e.id",
+            )
+            assert all(p >= 0 for _, _, p in assigned)
+
+    def test_multiclass_logistic_explains_the_predicted_class_logit(self, project):
+        rows = self.rows(
+            project,
+            "select e.id, sum(e.attribution), min(e.prediction - e.baseline), min(e.explained_output), "
+            "min(s.predicted_class) from {s}.iris_logit_explained e join {s}.iris_logit_scored s using (id) "
+            "group by e.id",
+        )
+        assert len(rows) == 150
+        for _, total, gap, output, predicted in rows:
+            assert total == pytest.approx(gap, abs=1e-9)
+            assert output == f"logit(class={predicted})"
+
+    def test_em_discrimination_table(self, project):
+        rows = self.rows(project, "select cluster_id, feature, cluster_share from {s}.em_explained")
+        assert {r[0] for r in rows} == {0, 1}
+        for cluster in (0, 1):
+            assert sum(r[2] for r in rows if r[0] == cluster and r[1] == "grp") == pytest.approx(1.0)
 
     def test_kmeans_discrimination_table(self, project):
         rows = self.rows(
@@ -305,6 +374,15 @@ BAD = {
         "{{ config(hidden_units=[64]) }} select * from {{ ref('iris') }} to train DNNClassifier "
         "with model.hidden_units = [10] label class into disagrees",
         "'hidden_units' is [64] in config() but [10] in the SQLFlow statement",
+    ),
+    "bad_key": (
+        "select * from {{ ref('iris') }} to explain {{ ref('iris_dnn') }} with key = \"nope\"",
+        "key column(s) nope are not in the SELECT",
+    ),
+    "no_label": (
+        "select id, sepal_length, sepal_width, petal_length, petal_width from {{ ref('iris') }} "
+        "to evaluate {{ ref('iris_dnn') }}",
+        "TO EVALUATE compares predictions with label column 'class'",
     ),
     "embedding": (
         "select * from {{ ref('iris') }} to train LinearClassifier "

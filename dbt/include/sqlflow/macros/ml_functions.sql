@@ -40,6 +40,11 @@
   {{ _sqlflow_side(relation, 'profile') }}
 {%- endmacro %}
 
+{#- an ml_explain node's features ranked by mean absolute attribution (BigQuery's ML.GLOBAL_EXPLAIN) -#}
+{% macro ml_global_explain(relation) -%}
+  {{ _sqlflow_side(relation, 'global') }}
+{%- endmacro %}
+
 {% macro ml_weights(relation) -%}
   {{ relation }}
 {%- endmacro %}
