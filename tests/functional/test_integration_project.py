@@ -56,6 +56,17 @@ def test_dbt_build_of_the_integration_project():
             sales_scored, sales_r2 = cur.fetchone()
             cur.execute("select tensor, weights from analytics.sales_weight_ranges order by tensor")
             sales_ranges = cur.fetchall()
+            # SQLFlow's statements as model files
+            cur.execute("select rows, accuracy, roc_auc from analytics.iris_evaluation")
+            iris_evaluation = cur.fetchone()
+            cur.execute("select count(*), count(distinct id), max(abs(total - gap)) from (select id, "
+                        "sum(attribution) as total, min(prediction - baseline) as gap "
+                        "from analytics.iris_explained group by id) e")
+            iris_explained = cur.fetchone()
+            cur.execute("select feature from analytics.iris_feature_importance order by rank limit 1")
+            iris_top = cur.fetchone()[0]
+            cur.execute("select planted_group, group_id from analytics.user_cluster_assignments")
+            statement_groups = cur.fetchall()
         conn.close()
         assert customers == 12 and orders == 60
         assert segmented == (20000, 4)
@@ -70,6 +81,10 @@ def test_dbt_build_of_the_integration_project():
         assert sales_scored > 500 and sales_r2 > 0.8
         assert sales_ranges == [("b", 1), ("w", 15)]  # 8 families, 5 cities, perishable, onpromotion
         assert (project / "target" / "sqlflow" / "sales_model.py").exists()
+        assert iris_evaluation[0] == 30 and iris_evaluation[1] > 0.85 and iris_evaluation[2] > 0.9
+        assert iris_explained[:2] == (30, 30) and iris_explained[2] < 1e-6
+        assert iris_top in ("petal_length", "petal_width")
+        assert adjusted_rand_score([g[0] for g in statement_groups], [g[1] for g in statement_groups]) > 0.9
     finally:
         embedded.stop(data)
         shutil.rmtree(root, ignore_errors=True)

@@ -120,7 +120,8 @@
   {%- for node in graph.nodes.values() -%}
     {%- if node.resource_type == 'model' and node.config.materialized in ('cluster', 'ml_train', 'sqlflow') -%}
       {%- do nodes.append({'name': node.name, 'database': node.database, 'schema': node.schema,
-                           'identifier': node.alias or node.name}) -%}
+                           'identifier': node.alias or node.name,
+                           'trains': node.config.materialized != 'sqlflow'}) -%}
     {%- endif -%}
   {%- endfor -%}
   {%- if model is not none and model not in (nodes | map(attribute='name') | list) -%}
