@@ -67,3 +67,12 @@ def run_child(script: str, *args):
 
 def peak_rss_mb(stdout: str) -> float:
     return int([line for line in stdout.splitlines() if line.startswith("MAXRSS")][-1].split()[1]) / 1024
+
+
+def dbt_run(project_dir: str, select: str) -> None:
+    """`dbt run -s select` of a project written by write_project, in this process."""
+    from dbt.cli.main import dbtRunner
+
+    if not dbtRunner().invoke(["run", "-s", select, "--project-dir", project_dir,
+                               "--profiles-dir", project_dir]).success:
+        raise SystemExit(f"dbt run -s {select} failed")

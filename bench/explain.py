@@ -19,17 +19,9 @@ import time
 
 import psycopg2
 
-from common import machine, run_child, temporary_server, write_project
+from common import dbt_run, machine, run_child, temporary_server, write_project
 
 N_FEATURES = 10
-
-
-def child_dbt(project_dir, select):
-    from dbt.cli.main import dbtRunner
-
-    if not dbtRunner().invoke(["run", "-s", select, "--project-dir", project_dir,
-                               "--profiles-dir", project_dir]).success:
-        raise SystemExit(f"dbt run -s {select} failed")
 
 
 def child_shap(dsn, background, seed):
@@ -61,7 +53,7 @@ def child_shap(dsn, background, seed):
     print("SHAP", shap_seconds, time.perf_counter() - start, out.values.shape[0])
 
 
-CHILDREN = {"dbt": child_dbt, "shap": child_shap}
+CHILDREN = {"dbt": dbt_run, "shap": child_shap}
 
 
 def make_points(dsn, rows):

@@ -17,17 +17,9 @@ import os
 
 import psycopg2
 
-from common import machine, run_child, temporary_server, write_project
+from common import dbt_run, machine, run_child, temporary_server, write_project
 
 N_FEATURES = 10
-
-
-def child_dbt(project_dir, select):
-    from dbt.cli.main import dbtRunner
-
-    if not dbtRunner().invoke(["run", "-s", select, "--project-dir", project_dir,
-                               "--profiles-dir", project_dir]).success:
-        raise SystemExit(f"dbt run -s {select} failed")
 
 
 def child_keras(dsn, epochs):
@@ -69,7 +61,7 @@ def child_pandas(dsn):
     df.to_sql("scored_pandas", engine, if_exists="replace", index=False, chunksize=10_000)
 
 
-CHILDREN = {"dbt": child_dbt, "keras": child_keras, "pandas": child_pandas}
+CHILDREN = {"dbt": dbt_run, "keras": child_keras, "pandas": child_pandas}
 
 
 def make_points(dsn, rows):

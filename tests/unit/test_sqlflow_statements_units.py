@@ -42,8 +42,14 @@ def test_keywords_in_strings_comments_and_aliases_do_not_count():
         "select 'to train x' as s from t",
         "select a as predict, b train from t -- to predict x.y using m",
         "select (select 1 to) from t",
+        "select ')' as p, 'to' as q from t where a = 'predict'",
     ):
         assert split(sql) is None, sql
+
+
+def test_parentheses_and_keywords_inside_strings_do_not_hide_the_clause():
+    found = split(f"select ')(' as p, 'to train' as q from t TO EXPLAIN {M} WITH key = 'with'")
+    assert found.verb == "explain" and found.attributes == {"key": "with"}
 
 
 def test_train_maps_attributes_columns_and_label():

@@ -79,14 +79,15 @@ def split(sql: str) -> Optional[Clause]:
         raise StatementError(f"the model's SQL cannot be read: {exc}") from None
     depth = 0
     for i, token in enumerate(tokens):
-        text = token.text.upper() if token.token_type.name != "IDENTIFIER" else ""
-        depth += text == "(" and 1 or text == ")" and -1 or 0
+        kind = token.token_type.name
+        depth += 1 if kind == "L_PAREN" else -1 if kind == "R_PAREN" else 0
         if depth or i == 0:
             continue
-        nxt = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ""
+        text = _word(token)
+        nxt = _word(tokens[i + 1]) if i + 1 < len(tokens) else ""
         if text == "TO" and nxt in VERBS:  # unambiguous: TO never starts a clause of a SELECT
             return _parse(sql, tokens, i + 1, VERBS[nxt])
-        if text in BARE and tokens[i - 1].text.upper() not in ("AS", ",", ".", "SELECT"):
+        if text in BARE and _word(tokens[i - 1]) not in ("AS", ",", ".", "SELECT"):
             try:  # a bare keyword might be a column alias: it counts only if a clause follows
                 return _parse(sql, tokens, i, BARE[text])
             except StatementError:
@@ -116,7 +117,7 @@ class _Parser:
 
     def word(self, ahead: int = 0) -> str:
         t = self.peek(ahead)
-        return "" if t is None or t.token_type.name == "IDENTIFIER" else t.text.upper()
+        return "" if t is None else _word(t)
 
     def take(self):
         t = self.peek()
@@ -263,6 +264,12 @@ class _Parser:
                 raise self.error("expected , or )")
         self.pos += 1
         return ColumnSpec(str(name).upper(), tuple(args))
+
+
+def _word(token) -> str:
+    """The token as a keyword or punctuation, upper-cased; '' for quoted names and strings."""
+    quoted = token.token_type.name in ("IDENTIFIER", "STRING", "NATIONAL_STRING", "RAW_STRING")
+    return "" if quoted else token.text.upper()
 
 
 def _is_word(token) -> bool:
