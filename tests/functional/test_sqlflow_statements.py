@@ -104,6 +104,16 @@ MODELS = {
     "features=['x2','grp']) }} select * from {{ ref('ten') }}",
     "em_explained.sql": "{{ config(materialized='ml_explain', model='em_segments') }}\n"
     "-- depends_on: {{ ref('em_segments') }}\nselect * from {{ ref('ten') }}",
+    # empty input and NULLs
+    "lin_empty.sql": "{{ config(materialized='ml_explain', model='lin') }}\n"
+    "-- depends_on: {{ ref('lin') }}\nselect * from {{ ref('ten') }} where false",
+    "dnn_empty.sql": "{{ config(materialized='ml_explain', model='dnn_reg') }}\n"
+    "-- depends_on: {{ ref('dnn_reg') }}\nselect * from {{ ref('ten') }} where false",
+    "segments_empty.sql": "{{ config(materialized='ml_explain', model='segments') }}\n"
+    "-- depends_on: {{ ref('segments') }}\nselect * from {{ ref('ten') }} where false",
+    "lin_nulls.sql": "{{ config(materialized='ml_explain', model='lin') }}\n-- depends_on: {{ ref('lin') }}\n"
+    "select id, case when id = 1 then null else x0 end as x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, tag "
+    "from {{ ref('ten') }} where id < 5",
     "segments.sql": "{{ config(materialized='cluster', model_type='kmeans', n_clusters=3, seed=0, "
     "features=['x2','x7','grp']) }} select * from {{ ref('ten') }}",
     "segments_explained.sql": "{{ config(materialized='ml_explain', model='segments') }}\n"
@@ -318,6 +328,20 @@ class TestSqlflowStatements:
         for cluster in (0, 1):
             assert sum(r[2] for r in rows if r[0] == cluster and r[1] == "grp") == pytest.approx(1.0)
 
+    def test_empty_input_gives_empty_tables(self, project):
+        for node in ("lin_empty", "dnn_empty", "segments_empty"):
+            assert self.rows(project, f"select count(*) from {{s}}.{node}") == [(0,)]
+            assert self.rows(project, f"select count(*) from {{s}}.{node}__global") == [(0,)]
+
+    def test_a_null_feature_is_imputed_with_the_mean_and_attributes_nothing(self, project):
+        rows = self.rows(
+            project,
+            "select id, value, attribution from {s}.lin_nulls where feature = 'x0' order by id",
+        )
+        assert len(rows) == 5
+        assert rows[1][1] is None and rows[1][2] == pytest.approx(0.0, abs=1e-9)
+        assert all(r[1] is not None for r in rows if r[0] != 1)
+
     def test_kmeans_discrimination_table(self, project):
         rows = self.rows(
             project,
@@ -390,6 +414,30 @@ BAD = {
         "EMBEDDING columns feed a DNN's first layer",
     ),
 }
+
+
+class TestEmptyRun:
+    """`dbt run --empty` on a fresh project: every sqlflow node builds its columns, trains nothing."""
+
+    @pytest.fixture(scope="class")
+    def seeds(self):
+        return {"iris.csv": iris_csv()}
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "iris_dnn.sql": "{{ config(materialized='sqlflow', seed=1) }}" + TRAIN_DNN,
+            "iris_predicted.sql": MODELS["iris_predicted.sql"],
+            "iris_evaluated.sql": MODELS["iris_evaluated.sql"],
+            "iris_explained.sql": MODELS["iris_explained.sql"],
+        }
+
+    def test_empty_run_builds_every_node(self, project):
+        run_dbt(["seed"])
+        assert len(run_dbt(["run", "--empty"])) == 4
+        for node in ("iris_predicted", "iris_evaluated", "iris_explained", "iris_explained__global"):
+            count = project.run_sql(f"select count(*) from {project.test_schema}.{node}", fetch="one")
+            assert count == (0,), node
 
 
 class TestStatementErrors:

@@ -52,6 +52,13 @@ def test_parentheses_and_keywords_inside_strings_do_not_hide_the_clause():
     assert found.verb == "explain" and found.attributes == {"key": "with"}
 
 
+def test_a_ref_rendered_by_dbt_run_empty_is_still_the_model():
+    empty = f"(select * from {M} where false limit 0) _dbt_limit_subq_m"
+    found, config = plan(f"select * from t to explain {empty} with background = 3")
+    assert config == {"model": "m", "background": 3}
+    assert plan(f"select 1 to predict node.c using {empty};")[1]["model"] == "m"
+
+
 def test_train_maps_attributes_columns_and_label():
     found, config = plan(
         "select * from t TO TRAIN DNNRegressor WITH model.hidden_units = [8, 4], train.epoch = 3, "

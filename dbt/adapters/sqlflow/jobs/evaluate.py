@@ -5,6 +5,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from dbt.adapters.sqlflow import registry
 from dbt.adapters.sqlflow.data import Column, Frame, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES
 from dbt.adapters.sqlflow.jobs import inputs, predict, prepare
@@ -49,7 +50,12 @@ def _chosen(metrics: Dict[str, float], asked: List[str], model: str) -> List[tup
 
 class EvaluateJob:
     def read(self, ctx: JobContext):
-        trained = predict.load_trained(ctx)
+        try:
+            trained = predict.load_trained(ctx)
+        except registry.RegistryError:
+            if ctx.empty:  # dbt run --empty before the model was trained
+                return None, None
+            raise
         if trained.model_type not in SUPERVISED:
             raise inputs.InputError(
                 f"TO EVALUATE scores a model that predicts a label; {trained.model_name} is a "
@@ -60,6 +66,12 @@ class EvaluateJob:
 
     def fit_and_write(self, ctx: JobContext, state) -> Outcome:
         trained, frame = state
+        if trained is None:
+            with ctx.conn.cursor() as cur:
+                cur.execute(
+                    f"create table {ctx.targets.main} (model_version integer, rows bigint)"
+                )
+            return Outcome(0, 0, "EVALUATE 0 rows (--empty: the model is not trained yet)")
         label = ctx.options.get("label") or trained.label
         if label not in frame:
             raise inputs.InputError(

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from dbt.adapters.sqlflow import interrupt, scoring_sql
+from dbt.adapters.sqlflow import interrupt, registry, scoring_sql
 from dbt.adapters.sqlflow.data import Column, Frame, describe, read_frame, write_frame
 from dbt.adapters.sqlflow.data.pgtypes import WIRE_TYPES, quote_ident
 from dbt.adapters.sqlflow.jobs import cluster, inputs, predict, prepare
@@ -184,6 +184,10 @@ def _shap_frame(trained, options: Dict, frame: Frame, keys: List[str]) -> Frame:
     features = predict._check_features(trained, frame.names)
     inputs.check_finite(frame, features)
     X = FeatureEncoder.from_dict(state).transform(inputs.raw_columns(frame, features))
+    if len(X) == 0:  # nothing to explain: the table's columns, no rows
+        groups = explain.feature_groups(state)
+        empty = np.empty((0, len(groups)))
+        return _long_frame(trained, frame, keys, groups, empty, *(np.empty(0),) * 3)
     seed = options.get("seed", 0)
     background = explain.background_rows(X, options["background"], seed)
     groups = explain.feature_groups(state)
@@ -255,7 +259,7 @@ def _discrimination_frame(trained, frame: Frame) -> Frame:
     bad = inputs.non_finite_rows(frame, features)
     X[bad] = 0.0
     model = cluster.model_from(trained)
-    labels = np.where(bad, -1, model.assign(X)[0])
+    labels = np.where(bad, -1, model.assign(X)[0]) if len(X) else np.empty(0, int)
     states = {
         f["name"]: explain.bin_labels(frame[f["name"]].values, frame[f["name"]].null_mask, f)
         for f in state["features"]
@@ -279,9 +283,29 @@ def _discrimination_frame(trained, frame: Frame) -> Frame:
     )
 
 
+def _write_empty(ctx: JobContext) -> Outcome:
+    """`dbt run --empty` before the model was trained: the tables' columns, no rows."""
+    with ctx.conn.cursor() as cur:
+        cur.execute(
+            f"create table {ctx.targets.main} (row_id bigint, feature text, value text, "
+            f"attribution float8, baseline float8, prediction float8, explained_output text, "
+            f"model_version integer)"
+        )
+        cur.execute(
+            f"create table {ctx.targets.global_table} (feature text, mean_abs_attribution float8, "
+            f"rank bigint)"
+        )
+    return Outcome(0, 0, "EXPLAIN 0 rows (--empty: the model is not trained yet)")
+
+
 class ExplainJob:
     def read(self, ctx: JobContext):
-        trained = predict.load_trained(ctx)
+        try:
+            trained = predict.load_trained(ctx)
+        except registry.RegistryError:
+            if ctx.empty:
+                return None, ctx.sql, None
+            raise
         sql = prepare.scoring_sql(ctx.conn, ctx.sql, trained.options)
         if trained.model_type in LINEAR:
             return trained, sql, None
@@ -295,6 +319,8 @@ class ExplainJob:
 
     def fit_and_write(self, ctx: JobContext, state) -> Outcome:
         trained, sql, frame = state
+        if trained is None:
+            return _write_empty(ctx)
         names = [c.name for c in describe(ctx.conn, sql)] if frame is None else frame.names
         target, side = ctx.targets.main, ctx.targets.global_table
         if trained.model_type in ("kmeans", "em"):

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from dbt.adapters.sqlflow.errors import SqlflowError
 from dbt.adapters.sqlflow.ml.preprocess import MISSING, OTHER, feature_groups
 
 __all__ = ["feature_groups"]
@@ -51,8 +52,13 @@ def shap_values(
     """(attributions (rows, columns), base value per row) of the scalar output f, so that a row's
     attributions sum to f(row) - base. Permutation (the default) and Exact are exactly additive;
     Kernel SHAP is additive by its constraint."""
-    import shap
-
+    try:
+        import shap
+    except ImportError:
+        raise SqlflowError(
+            "explaining this model needs the shap library: pip install 'dbt-sqlflow[explain]' "
+            "(linear and logistic regression, k-means and EM need nothing more)."
+        ) from None
     if len(X) == 0:
         return np.empty((0, X.shape[1])), np.empty(0)
     if explainer == "kernel":

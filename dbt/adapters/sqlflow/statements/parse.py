@@ -142,7 +142,7 @@ class _Parser:
     # ---- grammar
 
     def clause(self, select: str) -> Clause:
-        subject = self.name()
+        subject = self.relation() if self.verb in ("evaluate", "explain") else self.name()
         clause = Clause(self.verb, select, subject)
         seen = set()
         while self.peek() is not None and self.word() != ";":
@@ -161,7 +161,7 @@ class _Parser:
             elif word == "LABEL":
                 clause.label = self.label()
             elif word == "USING":
-                clause.using = self.name()
+                clause.using = self.relation()
             else:
                 clause.into = self.name()
         if self.word() == ";":
@@ -169,6 +169,28 @@ class _Parser:
         if self.peek() is not None:
             raise self.error("nothing may follow the semicolon")
         return clause
+
+    def relation(self) -> Name:
+        """A model's relation: a rendered ref(), which `dbt run --empty` renders as a sub-select
+        `(select * from <relation> where false limit 0) _dbt_limit_subq_<name>`."""
+        if self.word() != "(":
+            return self.name()
+        depth, start = 0, self.pos
+        while self.peek() is not None:
+            word = self.word()
+            depth += 1 if word == "(" else -1 if word == ")" else 0
+            self.pos += 1
+            if depth == 0:
+                break
+        inner = self.tokens[start : self.pos]
+        after_from = [i for i, t in enumerate(inner) if _word(t) == "FROM"]
+        if not after_from:
+            self.pos = start
+            raise self.error("expected a model (a ref())")
+        found = _Parser(inner, after_from[0] + 1, self.verb).name()
+        if self.peek() is not None and _is_word(self.peek()) and self.word() not in CLAUSE_WORDS:
+            self.pos += 1  # the sub-select's alias
+        return found
 
     def name(self) -> Name:
         parts = [self._part()]
