@@ -114,6 +114,8 @@ MODELS = {
     "lin_nulls.sql": "{{ config(materialized='ml_explain', model='lin') }}\n-- depends_on: {{ ref('lin') }}\n"
     "select id, case when id = 1 then null else x0 end as x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, tag "
     "from {{ ref('ten') }} where id < 5",
+    "lin_numbered.sql": "{{ config(materialized='ml_explain', model='lin') }}\n-- depends_on: {{ ref('lin') }}\n"
+    "select 7 as row_id, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, tag from {{ ref('ten') }} where id < 3",
     "segments.sql": "{{ config(materialized='cluster', model_type='kmeans', n_clusters=3, seed=0, "
     "features=['x2','x7','grp']) }} select * from {{ ref('ten') }}",
     "segments_explained.sql": "{{ config(materialized='ml_explain', model='segments') }}\n"
@@ -332,6 +334,11 @@ class TestSqlflowStatements:
         for node in ("lin_empty", "dnn_empty", "segments_empty"):
             assert self.rows(project, f"select count(*) from {{s}}.{node}") == [(0,)]
             assert self.rows(project, f"select count(*) from {{s}}.{node}__global") == [(0,)]
+
+    def test_rows_without_a_key_are_numbered(self, project):
+        # the SELECT has neither the model's key (id) nor a key config: row_id numbers its rows,
+        # even where the SELECT has a row_id column of its own
+        assert self.rows(project, "select distinct row_id from {s}.lin_numbered order by 1") == [(1,), (2,), (3,)]
 
     def test_a_null_feature_is_imputed_with_the_mean_and_attributes_nothing(self, project):
         rows = self.rows(

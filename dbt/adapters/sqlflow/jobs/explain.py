@@ -98,9 +98,10 @@ def _linear_sql(trained, sql: str, keys: List[str]) -> str:
         rows.append(
             f"({lit(feature)}, __s.{quote_ident(feature)}::text, {per_class(terms)}::float8)"
         )
-    key_list = [f"__s.{quote_ident(k)}" for k in keys] or [f"__s.{ROW_ID}"]
+    # the row number under an internal name: the SELECT may have a row_id of its own
+    key_list = [f"__s.{quote_ident(k)}" for k in keys] or [f"__s.__sqlflow_row as {ROW_ID}"]
     inner = scoring_sql.fenced(
-        ["__sqlflow_in.*", f"row_number() over () as {ROW_ID}"]
+        ["__sqlflow_in.*", "row_number() over () as __sqlflow_row"]
         + [f"{e} as __e{j}" for j, e in enumerate(exprs)],
         sql,
         "__sqlflow_in",

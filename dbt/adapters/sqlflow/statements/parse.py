@@ -100,9 +100,7 @@ def _parse(sql: str, tokens, at: int, verb: str) -> Clause:
     select = sql[:start].rstrip()
     if not select:
         raise StatementError("the statement needs a SELECT before its TO ... clause.")
-    parser = _Parser(tokens, at + 1, verb)
-    clause = parser.clause(select)
-    return clause
+    return _Parser(tokens, at + 1, verb).clause(select)
 
 
 class _Parser:

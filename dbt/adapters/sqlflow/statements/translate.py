@@ -296,7 +296,7 @@ def _unknown_attribute(key: str, where: str) -> str:
 
 def _no(clause: Clause, where: str, **parts: bool) -> None:
     for part in parts:
-        if getattr(clause, part if part != "columns" else "columns"):
+        if getattr(clause, part):
             raise StatementError(f"{where} takes no {part.upper()}; remove it.")
 
 
