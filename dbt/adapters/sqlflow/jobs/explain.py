@@ -11,7 +11,7 @@ explained_output, model_version), and `<node>__global` with each feature's mean 
 """
 
 import logging
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
@@ -122,25 +122,6 @@ def _linear_sql(trained, sql: str, keys: List[str]) -> str:
 # ---------------------------------------------------------------- networks: SHAP, in Python
 
 
-def _network_output(trained, keras, task: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The loaded network as X -> raw outputs, loaded once (shap calls it many times)."""
-    from dbt.adapters.sqlflow.ml import networks
-
-    networks.register_layers(keras)
-    model = keras_models.from_bytes(keras, trained.artifact)
-    p = trained.parameters
-
-    def output(X: np.ndarray) -> np.ndarray:
-        raw = np.asarray(model(X.astype(np.float32), training=False), np.float64)
-        if task == "regression":
-            return raw[:, 0] * p.get("spread", 1.0) + p.get("shift", 0.0)
-        if task == "binary":
-            return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
-        return raw
-
-    return output
-
-
 def _scalar_outputs(trained, keras, X: np.ndarray):
     """(row groups, f per group, name per group): the scalar each row's explanation is about."""
     if trained.model_type == "dec":
@@ -158,7 +139,7 @@ def _scalar_outputs(trained, keras, X: np.ndarray):
             [f"distance_to_cluster_{c}" for c in range(model.k)],
         )
     task = trained.parameters["task"]
-    output = _network_output(trained, keras, task)
+    output = predict.trained_model(trained).predictor(keras)  # loaded once: shap calls it often
     if task == "autoencoder":
         return (
             [np.ones(len(X), bool)],

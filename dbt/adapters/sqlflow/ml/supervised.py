@@ -195,15 +195,25 @@ class KerasModel:
     def output(self, X: np.ndarray) -> np.ndarray:
         """As LinearModel.output; autoencoders give the reconstruction."""
         with keras_models.tensorflow_session(0) as keras:
-            from dbt.adapters.sqlflow.ml import networks
+            return self.predictor(keras)(X)
 
-            networks.register_layers(keras)  # registered before loading
-            raw = keras_models.predict(self._load(keras), X)
-        if self.task == "regression":
-            return raw[:, 0] * self.spread + self.shift
-        if self.task == "binary":
-            return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
-        return raw
+    def predictor(self, keras) -> Callable[[np.ndarray], np.ndarray]:
+        """X -> output with the network loaded once, for callers that score many small arrays
+        (SHAP); call it inside the tensorflow_session that gave `keras`."""
+        from dbt.adapters.sqlflow.ml import networks
+
+        networks.register_layers(keras)  # registered before loading
+        model = self._load(keras)
+
+        def output(X: np.ndarray) -> np.ndarray:
+            raw = keras_models.predict(model, X)
+            if self.task == "regression":
+                return raw[:, 0] * self.spread + self.shift
+            if self.task == "binary":
+                return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
+            return raw
+
+        return output
 
     def embedding(self, X: np.ndarray) -> np.ndarray:
         with keras_models.tensorflow_session(0) as keras:
