@@ -76,3 +76,20 @@ def dbt_run(project_dir: str, select: str) -> None:
     if not dbtRunner().invoke(["run", "-s", select, "--project-dir", project_dir,
                                "--profiles-dir", project_dir]).success:
         raise SystemExit(f"dbt run -s {select} failed")
+
+
+def make_points(dsn: str, rows: int, n_features: int, label: str) -> None:
+    """Table `points`: id, x0..x{n-1} uniform with growing spread (seeded), and boolean y = label
+    (a SQL expression over the x columns) plus uniform noise > 0."""
+    import psycopg2
+
+    cols = ", ".join(f"(random() - 0.5) * {i + 1} as x{i}" for i in range(n_features))
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("select setseed(0.25)")
+        cur.execute(f"create table points as select g::bigint as id, {cols} from generate_series(1, {rows}) g")
+        cur.execute("alter table points add column y boolean")
+        cur.execute(f"update points set y = ({label}) + (random() - 0.5) > 0")
+        cur.execute("vacuum analyze points")
+    conn.close()

@@ -19,7 +19,7 @@ import time
 
 import psycopg2
 
-from common import dbt_run, machine, run_child, temporary_server, write_project
+from common import dbt_run, machine, make_points, run_child, temporary_server, write_project
 
 N_FEATURES = 10
 
@@ -56,19 +56,6 @@ def child_shap(dsn, background, seed):
 CHILDREN = {"dbt": dbt_run, "shap": child_shap}
 
 
-def make_points(dsn, rows):
-    cols = ", ".join(f"(random() - 0.5) * {i + 1} as x{i}" for i in range(N_FEATURES))
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("select setseed(0.25)")
-        cur.execute(f"create table points as select g::bigint as id, {cols} from generate_series(1, {rows}) g")
-        cur.execute("alter table points add column y boolean")
-        cur.execute("update points set y = x2 * x7 + 0.5 * x0 + (random() - 0.5) > 0")
-        cur.execute("vacuum analyze points")
-    conn.close()
-
-
 def models(background):
     return {
         "dnn": ("{{ config(materialized='ml_train', model_type='dnn_classifier', label='y', key='id', "
@@ -90,7 +77,7 @@ def main():
     parser.add_argument("--background", type=int, default=50)
     args = parser.parse_args()
     with temporary_server() as (data_path, dsn):
-        make_points(dsn, args.rows)
+        make_points(dsn, args.rows, N_FEATURES, "x2 * x7 + 0.5 * x0")
         project = write_project(os.path.dirname(data_path), data_path, models(args.background))
         run_child("explain", "dbt", project, "dnn")
         whole, _ = run_child("explain", "dbt", project, "explained")

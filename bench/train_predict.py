@@ -17,9 +17,10 @@ import os
 
 import psycopg2
 
-from common import dbt_run, machine, run_child, temporary_server, write_project
+from common import dbt_run, machine, make_points, run_child, temporary_server, write_project
 
 N_FEATURES = 10
+LOGIT = " + ".join(f"x{i} * {(-1) ** i * 0.3:.1f}" for i in range(N_FEATURES))
 
 
 def child_keras(dsn, epochs):
@@ -64,20 +65,6 @@ def child_pandas(dsn):
 CHILDREN = {"dbt": dbt_run, "keras": child_keras, "pandas": child_pandas}
 
 
-def make_points(dsn, rows):
-    cols = ", ".join(f"(random() - 0.5) * {i + 1} as x{i}" for i in range(N_FEATURES))
-    logit = " + ".join(f"x{i} * {(-1) ** i * 0.3:.1f}" for i in range(N_FEATURES))
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("select setseed(0.25)")
-        cur.execute(f"create table points as select g::bigint as id, {cols} from generate_series(1, {rows}) g")
-        cur.execute("alter table points add column y boolean")
-        cur.execute(f"update points set y = ({logit}) + (random() - 0.5) > 0")
-        cur.execute("vacuum analyze points")
-    conn.close()
-
-
 def models(epochs):
     return {
         "logit": ("{{ config(materialized='ml_train', model_type='logistic_regression', label='y', key='id', "
@@ -96,7 +83,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)  # fewer drown in this machine's epoch-to-epoch noise
     args = parser.parse_args()
     with temporary_server() as (data_path, dsn):
-        make_points(dsn, args.rows)
+        make_points(dsn, args.rows, N_FEATURES, LOGIT)
         project = write_project(os.path.dirname(data_path), data_path, models(args.epochs))
         startup, _ = run_child("train_predict", "dbt", project, "startup")
         train_seconds, _ = run_child("train_predict", "dbt", project, "logit")
