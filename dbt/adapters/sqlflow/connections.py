@@ -38,6 +38,10 @@ class SqlflowCredentials(PostgresCredentials):
     embedded: bool = False
     embedded_path: Optional[str] = None
     registry_schema: Optional[str] = None
+    # the target's default engine for the models it can run (a node's config overrides it)
+    engine: Optional[str] = None
+    dask_scheduler: Optional[str] = None
+    tf_cluster: Optional[Any] = None
 
     @property
     def type(self):
@@ -59,7 +63,7 @@ class SqlflowCredentials(PostgresCredentials):
         keys = super()._connection_keys()
         if self.embedded:
             keys = tuple(k for k in keys if k not in ("host", "port"))
-        return keys + ("embedded", "embedded_path", "registry_schema")
+        return keys + ("embedded", "embedded_path", "registry_schema", "engine", "dask_scheduler")
 
 
 class SqlflowConnectionManager(PostgresConnectionManager):

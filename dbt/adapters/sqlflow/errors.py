@@ -57,3 +57,8 @@ class Rejected(SqlflowError):
 
 class Cancelled(SqlflowError):
     """dbt was interrupted (Ctrl-C): the job stopped between steps and wrote nothing."""
+
+
+class EngineError(SqlflowError):
+    """A distributed engine cannot be reached, or lost a worker mid-job: the message names the
+    engine, the address or worker, and what to check."""

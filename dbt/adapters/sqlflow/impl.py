@@ -149,11 +149,15 @@ class SqlflowAdapter(PostgresAdapter):
             artifact_dir=self._artifact_dir(),
             invoked_as=_invoked_as(),
         )
-        job = jobs.for_node(materialization, options.get("model_type"))
         if materialization in ("cluster", "ml_train") and not empty:
             _prefetch_card_imports()
         try:
             with self._user_facing_errors(model["name"]):
+                job = jobs.for_node(
+                    materialization,
+                    options.get("model_type"),
+                    self._engine(materialization, model, options),
+                )
                 ctx = jobs.prepared(ctx)
                 state = job.read(ctx)
                 try:
@@ -168,6 +172,15 @@ class SqlflowAdapter(PostgresAdapter):
         code = "REJECTED" if outcome.rejected else "UNCHANGED" if outcome.unchanged else code
         model_key = ctx.model_key(options["model"]) if "model" in options else ctx.node
         return self._response(ctx, model_key, outcome, code)
+
+    def _engine(self, materialization: str, model: Dict, options: Dict):
+        """Where the node runs: its engine config, else the profile's default for the target."""
+        from dbt.adapters.sqlflow import engines
+
+        credentials = self.config.credentials
+        defaults = {k: getattr(credentials, k, None) for k in engines.ENGINE_KEYS}
+        where = f"model '{model['name']}' (materialized='{materialization}')"
+        return engines.choose(where, materialization, options, defaults)
 
     def _response(self, ctx, model_key, outcome, code: str) -> AdapterResponse:
         """The outcome with the version's facts, for run_results.json's adapter_response."""

@@ -161,6 +161,24 @@ COMMON = [
         "a whole number of rows per batch >= 0 (0 = the default, 50,000)",
     ),
     Option(
+        "engine",
+        None,
+        lambda v: v is None or v in ("local", "dask", "tf_multiworker"),
+        "'local', 'dask' (kmeans, em) or 'tf_multiworker' (TensorFlow models)",
+    ),
+    Option(
+        "dask_scheduler",
+        None,
+        lambda v: v is None or isinstance(v, str),
+        "'tcp://host:8786' or 'local[N]'",
+    ),
+    Option(
+        "tf_cluster",
+        None,
+        lambda v: v is None or isinstance(v, (str, dict)),
+        "{'worker': ['host:port', ...]}, its JSON, or 'local[N]'",
+    ),
+    Option(
         "retrain",
         "always",
         _one_of("always", "on_change", "never", "max_age"),

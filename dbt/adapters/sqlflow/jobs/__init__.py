@@ -32,9 +32,18 @@ def family(materialization: str, model_type: Optional[str]) -> str:
     return "network" if model_type in KERAS_TYPES else "cluster"
 
 
-def for_node(materialization: str, model_type: Optional[str]) -> Job:
+def for_node(materialization: str, model_type: Optional[str], engine=None) -> Job:
     # imported on use: the jobs pull in numpy and, when they run, scikit-learn or TensorFlow
     from dbt.adapters.sqlflow.jobs import cluster, evaluate, explain, predict, sql4ml, table, train
+
+    if engine is not None and engine.name == "dask":
+        from dbt.adapters.sqlflow.jobs.dask_cluster import DaskClusterJob
+
+        return DaskClusterJob(engine)
+    if engine is not None and engine.name == "tf_multiworker":
+        from dbt.adapters.sqlflow.jobs.multiworker import MultiWorkerTrainJob
+
+        return MultiWorkerTrainJob(engine)
 
     jobs: Dict[str, Callable[[], Job]] = {
         "predict": predict.PredictJob,

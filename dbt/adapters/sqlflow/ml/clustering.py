@@ -339,25 +339,35 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
     return model
 
 
+def em_batch_statistics(model: ClusterModel, X: np.ndarray, gm=None) -> Dict:
+    """One batch's E-step: responsibility sums N, weighted sums S and second moments Q, its rows n
+    and its total log-likelihood; batches (or shards) add up to the whole input's."""
+    gm = gm or model._mixture()
+    r = gm.predict_proba(X)  # (rows, k)
+    return {
+        "N": r.sum(axis=0),
+        "S": r.T @ X,
+        "Q": np.einsum("ik,id,ie->kde", r, X, X)
+        if model.covariance_type in ("full", "tied")
+        else r.T @ (X * X),
+        "n": len(X),
+        "log_likelihood": float(gm.score_samples(X).sum()),
+    }
+
+
+def add_statistics(parts: Iterable[Dict]) -> Dict:
+    total: Optional[Dict] = None
+    for part in parts:
+        total = dict(part) if total is None else {k: total[k] + part[k] for k in total}
+    if total is None:
+        raise ClusteringError("no rows to compute statistics from.")
+    return total
+
+
 def _em_statistics(model: ClusterModel, batches):
     gm = model._mixture()
-    n = 0
-    stats = None
-    total_log_likelihood = 0.0
-    for X in batches():
-        r = gm.predict_proba(X)  # (rows, k)
-        total_log_likelihood += float(gm.score_samples(X).sum())
-        n += len(X)
-        part = {
-            "N": r.sum(axis=0),
-            "S": r.T @ X,
-            "Q": np.einsum("ik,id,ie->kde", r, X, X)
-            if model.covariance_type in ("full", "tied")
-            else r.T @ (X * X),
-        }
-        stats = part if stats is None else {key: stats[key] + part[key] for key in stats}
-    stats["n"] = n
-    return stats, total_log_likelihood / n
+    stats = add_statistics(em_batch_statistics(model, X, gm) for X in batches())
+    return stats, stats["log_likelihood"] / stats["n"]
 
 
 def _m_step(stats, covariance_type, reg) -> ClusterModel:
@@ -378,6 +388,103 @@ def _m_step(stats, covariance_type, reg) -> ClusterModel:
             Q.sum(axis=0) - np.einsum("k,kd,ke->de", N, means, means)
         ) / n + reg * np.eye(d)
     return ClusterModel("em", means, covariance_type, covariances, N / N.sum())
+
+
+# ---------------------------------------------------------------- map-reduce fitting (engine: dask)
+#
+# `statistics(model)` runs one pass over every shard and returns the shards' statistics added up;
+# the engine decides where the shards are. The drivers below hold only centres and totals.
+
+
+def kmeans_batch_statistics(X: np.ndarray, centers: np.ndarray) -> Tuple[np.ndarray, Dict]:
+    """A batch's Lloyd step: its labels, and per cluster the sum of its rows and their count, with
+    the batch's inertia."""
+    labels = _nearest(X, centers)
+    k = len(centers)
+    sums = np.zeros_like(centers)
+    np.add.at(sums, labels, X)
+    inertia = float(((X - centers[labels]) ** 2).sum())
+    return labels, {"sums": sums, "counts": np.bincount(labels, minlength=k), "inertia": inertia}
+
+
+def initial_centers(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means++ on a sample of the rows, seeded as the in-memory KMeans(n_init=1) seeds it."""
+    from sklearn.cluster import kmeans_plusplus
+
+    if k > len(np.unique(sample, axis=0)):
+        raise ClusteringError(
+            f"n_clusters={k} is larger than the distinct rows of the {len(sample)}-row sample; "
+            f"lower n_clusters or raise sample_size."
+        )
+    # KMeans centres the data before seeding; so do we, so that both draw the same rows
+    mean = sample.mean(axis=0)
+    centers, _ = kmeans_plusplus(sample - mean, k, random_state=seed)
+    return centers + mean
+
+
+def kmeans_map_reduce(
+    statistics: Callable[[np.ndarray], Dict],
+    init: np.ndarray,
+    tolerance: float,
+    max_iter: int = 300,
+) -> ClusterModel:
+    """Lloyd's algorithm as scikit-learn's KMeans runs it, one map-reduce per iteration: stop when no
+    row changes cluster or the centres move less than `tolerance` in total (squared), and end with
+    the assignments of the final centres. `statistics(centers)` adds up the shards' sums, counts,
+    inertia and `changed` (rows whose label differs from their previous pass's)."""
+    centers, trace, took = init.copy(), [], []
+    progress = Progress(log, "k-means iteration", max_iter, lines=5)
+    done = 0
+    for done in range(1, max_iter + 1):
+        interrupt.check()
+        started = time.perf_counter()
+        totals = statistics(centers)
+        moved = totals["sums"] / np.maximum(totals["counts"], 1)[:, None]
+        moved[totals["counts"] == 0] = centers[totals["counts"] == 0]  # an empty cluster stays
+        shift = float(((moved - centers) ** 2).sum())
+        centers = moved
+        took.append(time.perf_counter() - started)
+        trace.append(totals["inertia"])
+        progress.step(done, f"inertia {totals['inertia']:.6g}")
+        if totals["changed"] == 0 and done > 1:
+            break  # the labels of this pass equal the last pass's: converged
+        if shift <= tolerance:
+            break
+    info = {"iterations": done, "trace": trace, "trace_kind": "loss", "pass_seconds": took}
+    return ClusterModel("kmeans", centers, info=info)
+
+
+def em_map_reduce(
+    statistics: Callable[[ClusterModel], Dict],
+    init: ClusterModel,
+    passes: int,
+    tol: float,
+    reg: float = 1e-6,
+) -> ClusterModel:
+    """The streamed EM of `_streaming_em`, one map-reduce per pass."""
+    model, previous, done, trace, took = init, -np.inf, 0, [], []
+    progress = Progress(log, "EM pass", passes)
+    log_likelihood = float("nan")
+    for done in range(1, passes + 1):
+        interrupt.check()
+        started = time.perf_counter()
+        stats = statistics(model)
+        log_likelihood = stats["log_likelihood"] / stats["n"]
+        model = _m_step(stats, init.covariance_type, reg)
+        took.append(time.perf_counter() - started)
+        trace.append(-float(log_likelihood))
+        progress.step(done, f"mean log-likelihood {log_likelihood:.6g}")
+        if abs(log_likelihood - previous) < tol:
+            break
+        previous = log_likelihood
+    model.info = {
+        "iterations": done,
+        "mean_log_likelihood": float(log_likelihood),
+        "trace": trace,
+        "trace_kind": "loss",
+        "pass_seconds": took,
+    }
+    return model
 
 
 # ---------------------------------------------------------------- stable ids across retrains

@@ -53,13 +53,13 @@ class _ColumnStats:
     """NULL count and state counts, with scikit-learn's scalers fitted batch by batch (partial_fit
     keeps their statistics exact over any number of batches)."""
 
-    def __init__(self, categorical: bool):
+    def __init__(self, categorical: bool, seed=0):
         self.categorical = categorical
         self.count = self.nulls = 0
         self.states: Dict[str, int] = {}
         # a uniform sample over all batches: the values with the smallest random keys
         self.sample, self.keys = np.empty(0), np.empty(0)
-        self.rng = np.random.default_rng(0)
+        self.rng = np.random.default_rng(seed)  # a shard seeds its own, so shards draw other keys
         if not categorical:
             from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -88,6 +88,26 @@ class _ColumnStats:
             values, keys = values[kept], keys[kept]
         self.sample, self.keys = values, keys
 
+    def merge(self, other: "_ColumnStats") -> "_ColumnStats":
+        """Add another shard's statistics: counts add, means and variances combine exactly (Chan et
+        al.), and the sample keeps the smallest keys of both, so it stays uniform."""
+        self.count, self.nulls = self.count + other.count, self.nulls + other.nulls
+        for state, count in other.states.items():
+            self.states[state] = self.states.get(state, 0) + count
+        if self.categorical or not hasattr(other.standard, "mean_"):
+            return self
+        if not hasattr(self.standard, "mean_"):
+            self.standard, self.minmax = other.standard, other.minmax
+        else:
+            _merge_scalers(self.standard, self.minmax, other.standard, other.minmax)
+        values = np.concatenate([self.sample, other.sample])
+        keys = np.concatenate([self.keys, other.keys])
+        if len(values) > PROFILE_SAMPLE:
+            kept = np.argpartition(keys, PROFILE_SAMPLE)[:PROFILE_SAMPLE]
+            values, keys = values[kept], keys[kept]
+        self.sample, self.keys = values, keys
+        return self
+
     def profile(self, states: List[str]) -> dict:
         """The training distribution the drift test compares with: shares of quantile bins
         (continuous; bin i holds edges[i-1] <= x < edges[i], as PostgreSQL's width_bucket) or of the
@@ -108,6 +128,43 @@ class _ColumnStats:
         present = self.count / total
         shares = bins / max(len(finite), 1) * present
         return {"edges": edges.tolist(), "shares": shares.tolist(), "nulls": self.nulls / total}
+
+
+def _merge_scalers(standard, minmax, other_standard, other_minmax) -> None:
+    """Fold a second shard's fitted StandardScaler and MinMaxScaler into the first pair."""
+    n_a, n_b = float(standard.n_samples_seen_), float(other_standard.n_samples_seen_)
+    n = n_a + n_b
+    delta = other_standard.mean_ - standard.mean_
+    mean = standard.mean_ + delta * n_b / n
+    m2 = standard.var_ * n_a + other_standard.var_ * n_b + delta**2 * n_a * n_b / n
+    standard.mean_, standard.var_, standard.n_samples_seen_ = mean, m2 / n, int(n)
+    standard.scale_ = np.where(standard.var_ > 0, np.sqrt(standard.var_), 1.0)
+    low = np.minimum(minmax.data_min_, other_minmax.data_min_)
+    high = np.maximum(minmax.data_max_, other_minmax.data_max_)
+    span = high - low
+    minmax.data_min_, minmax.data_max_, minmax.data_range_ = low, high, span
+    minmax.scale_ = 1.0 / np.where(span > 0, span, 1.0)
+    minmax.min_ = -low * minmax.scale_
+
+
+def column_statistics(
+    batches: Iterable[Dict[str, RawColumn]], seed=0
+) -> Dict[str, "_ColumnStats"]:
+    """One pass over batches of rows: the statistics an encoder is fitted from, per column. Shards
+    compute theirs apart (seed: the shard's own); `merge_statistics` combines them exactly."""
+    stats: Dict[str, _ColumnStats] = {}
+    for batch in batches:
+        for name, column in batch.items():
+            stats.setdefault(name, _ColumnStats(column.categorical, seed)).add(column)
+    return stats
+
+
+def merge_statistics(parts: Sequence[Dict[str, "_ColumnStats"]]) -> Dict[str, "_ColumnStats"]:
+    merged: Dict[str, _ColumnStats] = {}
+    for part in parts:
+        for name, stats in part.items():
+            merged[name] = merged[name].merge(stats) if name in merged else stats
+    return merged
 
 
 def feature_groups(encoder_state: Dict) -> List[Tuple[str, List[int]]]:
@@ -142,10 +199,10 @@ class FeatureEncoder:
 
     def fit_batches(self, batches: Iterable[Dict[str, RawColumn]]) -> "FeatureEncoder":
         """Fit from batches of rows (one pass, memory bounded by a batch): the statistics are exact."""
-        stats: Dict[str, _ColumnStats] = {}
-        for batch in batches:
-            for name, column in batch.items():
-                stats.setdefault(name, _ColumnStats(column.categorical)).add(column)
+        return self.fit_statistics(column_statistics(batches))
+
+    def fit_statistics(self, stats: Dict[str, "_ColumnStats"]) -> "FeatureEncoder":
+        """Fit from `column_statistics` (of one pass, or merged from shards)."""
         self.features_ = [self._finish(name, s) for name, s in stats.items()]
         self._limit_attributes()
         return self

@@ -1,0 +1,78 @@
+"""Where an ML node's work runs: `local` (the dbt process), `dask` (k-means, EM and scoring as
+map-reduce over shards on a Dask cluster) or `tf_multiworker` (TensorFlow models trained with
+MultiWorkerMirroredStrategy on worker processes). Each engine is behind a small class, imported on
+use; workers read their own shard of the input from PostgreSQL (data/shards.py)."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from dbt.adapters.sqlflow.errors import OptionError
+
+ENGINES = ("local", "dask", "tf_multiworker")
+ENGINE_KEYS = ("engine", "dask_scheduler", "tf_cluster")
+DASK_TYPES = ("kmeans", "em")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str  # local | dask | tf_multiworker
+    dask_scheduler: Optional[str] = None
+    tf_cluster: Any = None
+
+    @property
+    def local(self) -> bool:
+        return self.name == "local"
+
+
+def _runs(engine: str, materialization: str, model_type: Optional[str]) -> bool:
+    from dbt.adapters.sqlflow.options import KERAS_TYPES
+
+    if engine == "local":
+        return True
+    if engine == "dask":
+        return model_type in DASK_TYPES and materialization in ("cluster", "ml_train")
+    return model_type in KERAS_TYPES and materialization == "ml_train"
+
+
+def _what_runs(engine: str) -> str:
+    if engine == "dask":
+        return "engine 'dask' fits kmeans and em (cluster and ml_train)"
+    return (
+        "engine 'tf_multiworker' trains the TensorFlow model types (linear_regression, "
+        "logistic_regression, factorization_machine, dnn_classifier, dnn_regressor, autoencoder)"
+    )
+
+
+def choose(
+    where: str, materialization: str, options: Dict, defaults: Optional[Dict] = None
+) -> EngineChoice:
+    """The node's engine: its own config, else the profile's default where that engine runs the
+    node's model (a profile set to dask still trains a DNN locally), else local."""
+    defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+    model_type = options.get("model_type")
+    own = options.get("engine")
+    engine = own or defaults.get("engine") or "local"
+    if engine not in ENGINES:
+        raise OptionError(f"{where}: engine={engine!r} is not one of {', '.join(ENGINES)}.")
+    if not _runs(engine, materialization, model_type):
+        if own:
+            raise OptionError(
+                f"{where}: {_what_runs(engine)}, not {model_type or materialization}; "
+                f"remove engine (or set engine='local')."
+            )
+        engine = "local"
+    pick = lambda key: options.get(key) or defaults.get(key)  # noqa: E731
+    choice = EngineChoice(engine, pick("dask_scheduler"), pick("tf_cluster"))
+    if engine == "dask" and not choice.dask_scheduler:
+        raise OptionError(
+            f"{where}: engine='dask' needs dask_scheduler: 'tcp://host:8786' for a running "
+            f"cluster, or 'local[N]' for N worker processes on this machine."
+        )
+    if engine == "tf_multiworker":
+        from dbt.adapters.sqlflow.engines.tf_cluster import cluster_spec
+
+        try:
+            cluster_spec(choice.tf_cluster)
+        except OptionError as exc:
+            raise OptionError(f"{where}: {exc}") from None
+    return choice
