@@ -42,6 +42,7 @@ class SqlflowCredentials(PostgresCredentials):
     engine: Optional[str] = None
     dask_scheduler: Optional[str] = None
     tf_cluster: Optional[Any] = None
+    tf_launcher: Optional[str] = None
 
     @property
     def type(self):

@@ -39,6 +39,7 @@ class SourceColumn:
     oid: int
     source_type: str
     plan: ReadPlan
+    category: str = ""  # pg_type.typcategory: with the rest, what rebuilds the plan elsewhere
 
 
 def _subquery(sql: str) -> str:
@@ -65,7 +66,9 @@ def describe(conn, sql: str) -> List[SourceColumn]:
         seen.add(name)
         type_name, category = types.get(oid, (f"oid {oid}", ""))
         columns.append(
-            SourceColumn(name, oid, type_name, read_plan(name, oid, type_name, category))
+            SourceColumn(
+                name, oid, type_name, read_plan(name, oid, type_name, category), category
+            )
         )
     return columns
 

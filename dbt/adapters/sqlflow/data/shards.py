@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from dbt.adapters.sqlflow.data.frame import Frame
-from dbt.adapters.sqlflow.data.pgtypes import quote_ident
+from dbt.adapters.sqlflow.data.pgtypes import quote_ident, read_plan
 from dbt.adapters.sqlflow.data.reader import ReadLayout, SourceColumn, copy_out, describe
 
 log = logging.getLogger("dbt_sqlflow.data")
@@ -68,6 +68,19 @@ class Shard:
     stop_page: int  # exclusive
     pages_per_batch: int
 
+    def to_json(self) -> Dict:
+        """The shard as JSON, for a worker process started with it on stdin."""
+        columns = [[c.name, c.oid, c.source_type, c.category] for c in self.columns]
+        return {**{k: getattr(self, k) for k in _FIELDS}, "columns": columns}
+
+    @classmethod
+    def from_json(cls, data: Dict) -> "Shard":
+        columns = tuple(
+            SourceColumn(name, oid, kind, read_plan(name, oid, kind, category), category)
+            for name, oid, kind, category in data["columns"]
+        )
+        return cls(**{k: data[k] for k in _FIELDS}, columns=columns)
+
     def frames(self, conn=None) -> Iterator[Frame]:
         """The shard's rows in batches, the same every pass; one (empty) frame when it has none."""
         own = conn is None
@@ -93,6 +106,9 @@ class Shard:
         finally:
             if own:
                 conn.close()
+
+
+_FIELDS = ("index", "count", "params", "table", "first_page", "stop_page", "pages_per_batch")
 
 
 class ShardedTable:

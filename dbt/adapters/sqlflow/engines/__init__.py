@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 from dbt.adapters.sqlflow.errors import OptionError
 
 ENGINES = ("local", "dask", "tf_multiworker")
-ENGINE_KEYS = ("engine", "dask_scheduler", "tf_cluster")
+ENGINE_KEYS = ("engine", "dask_scheduler", "tf_cluster", "tf_launcher")
 DASK_TYPES = ("kmeans", "em")
 
 
@@ -18,6 +18,7 @@ class EngineChoice:
     name: str  # local | dask | tf_multiworker
     dask_scheduler: Optional[str] = None
     tf_cluster: Any = None
+    tf_launcher: Optional[str] = None  # e.g. 'ssh {host}': how workers start on other machines
 
     @property
     def local(self) -> bool:
@@ -62,7 +63,9 @@ def choose(
             )
         engine = "local"
     pick = lambda key: options.get(key) or defaults.get(key)  # noqa: E731
-    choice = EngineChoice(engine, pick("dask_scheduler"), pick("tf_cluster"))
+    choice = EngineChoice(
+        engine, pick("dask_scheduler"), pick("tf_cluster"), pick("tf_launcher")
+    )
     if engine == "dask" and not choice.dask_scheduler:
         raise OptionError(
             f"{where}: engine='dask' needs dask_scheduler: 'tcp://host:8786' for a running "

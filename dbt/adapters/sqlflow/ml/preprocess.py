@@ -108,6 +108,45 @@ class _ColumnStats:
         self.sample, self.keys = values, keys
         return self
 
+    def to_dict(self) -> dict:
+        """Plain JSON (a worker process reports its shard's statistics on stdout)."""
+        out = {
+            "categorical": self.categorical,
+            "count": self.count,
+            "nulls": self.nulls,
+            "states": self.states,
+            "sample": self.sample.tolist(),
+            "keys": self.keys.tolist(),
+        }
+        if not self.categorical and hasattr(self.standard, "mean_"):
+            out["moments"] = [
+                float(self.standard.n_samples_seen_),
+                float(self.standard.mean_[0]),
+                float(self.standard.var_[0]),
+                float(self.minmax.data_min_[0]),
+                float(self.minmax.data_max_[0]),
+            ]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "_ColumnStats":
+        stats = cls(data["categorical"])
+        stats.count, stats.nulls, stats.states = data["count"], data["nulls"], data["states"]
+        stats.sample, stats.keys = np.array(data["sample"]), np.array(data["keys"])
+        if "moments" in data:
+            n, mean, var, low, high = data["moments"]
+            stats.standard.fit(np.array([[0.0]]))  # fitted attributes to overwrite
+            stats.minmax.fit(np.array([[0.0]]))
+            stats.standard.n_samples_seen_ = int(n)
+            stats.standard.mean_, stats.standard.var_ = np.array([mean]), np.array([var])
+            stats.standard.scale_ = np.array([np.sqrt(var) if var > 0 else 1.0])
+            span = high - low
+            stats.minmax.data_min_, stats.minmax.data_max_ = np.array([low]), np.array([high])
+            stats.minmax.data_range_ = np.array([span])
+            stats.minmax.scale_ = np.array([1.0 / (span if span > 0 else 1.0)])
+            stats.minmax.min_ = -stats.minmax.data_min_ * stats.minmax.scale_
+        return stats
+
     def profile(self, states: List[str]) -> dict:
         """The training distribution the drift test compares with: shares of quantile bins
         (continuous; bin i holds edges[i-1] <= x < edges[i], as PostgreSQL's width_bucket) or of the

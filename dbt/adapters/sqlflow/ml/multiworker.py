@@ -1,0 +1,117 @@
+"""Synchronous data-parallel training with tf.distribute.MultiWorkerMirroredStrategy, on arrays.
+
+Every worker process runs `train` on its own shard's rows; each step takes `global_batch / workers`
+rows from every worker and all-reduces the gradients, so every worker holds the same weights. Keras 3's
+`fit` does not accept a multi-worker strategy's datasets, so the loop is a custom one (the pattern of
+TensorFlow's multi-worker custom-training tutorial): the loss is summed over the global batch and
+divided by its size, as Keras' sum-over-batch-size does on one machine.
+"""
+
+import logging
+import math
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from dbt.adapters.sqlflow.ml.keras_models import History, _optimizer
+from dbt.adapters.sqlflow.ml.params import Fitting
+
+log = logging.getLogger("dbt_sqlflow.ml")
+
+
+def _loss(keras, name: str):
+    """The per-row loss (reduction none) of the name Keras' compile() would take."""
+    return {
+        "mse": keras.losses.MeanSquaredError,
+        "binary_crossentropy": keras.losses.BinaryCrossentropy,
+        "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    }[name](reduction=None)
+
+
+def train(
+    keras,
+    tf,
+    strategy,
+    build: Callable[[], object],
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: Optional[np.ndarray],
+    validation: Optional[tuple],
+    loss: str,
+    fitting: Fitting,
+    total_train_rows: int,
+    worker: int,
+    on_epoch: Callable[[int, Dict], None],
+):
+    """The trained model (built by `build` under the strategy's scope) and its History. `y` is 2-D
+    for outputs of one column; validation is this worker's held-out (X, y) or None everywhere."""
+    n_workers = strategy.num_replicas_in_sync
+    per_worker = max(1, fitting.batch_size // n_workers)
+    global_batch = per_worker * n_workers
+    steps = max(1, math.ceil(total_train_rows / global_batch))
+    if weights is None:
+        weights = np.ones(len(X), np.float32)
+    with strategy.scope():
+        model = build()
+        optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
+        per_row = _loss(keras, loss)
+    data = (
+        tf.data.Dataset.from_tensor_slices((X, y, weights.astype(np.float32)))
+        .shuffle(len(X), seed=fitting.seed * 1000 + worker, reshuffle_each_iteration=True)
+        .batch(per_worker)
+        .repeat()
+    )
+    options = tf.data.Options()  # each worker already holds its own shard: no re-sharding
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    data = data.with_options(options)
+    batches = iter(strategy.distribute_datasets_from_function(lambda _: data))
+
+    @tf.function
+    def step(iterator):
+        def replica(x, target, w):
+            with tf.GradientTape() as tape:
+                value = tf.reduce_sum(per_row(target, model(x, training=True)) * w) / global_batch
+                if model.losses:  # regularization: added once per step across the workers
+                    value += tf.add_n(model.losses) / n_workers
+            gradients = tape.gradient(value, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return value
+
+        return strategy.reduce("SUM", strategy.run(replica, args=next(iterator)), axis=None)
+
+    def held_out_loss() -> Optional[float]:
+        if validation is None:
+            return None
+        Xv, yv = validation
+        local = float(np.sum(per_row(yv, model(Xv, training=False)))) if len(Xv) else 0.0
+        totals = strategy.reduce(
+            "SUM",
+            strategy.run(lambda: tf.constant([local, float(len(Xv))], tf.float64)),
+            axis=None,
+        ).numpy()
+        return float(totals[0] / max(totals[1], 1.0))
+
+    history = History()
+    best, best_weights, waited = math.inf, None, 0
+    for epoch in range(fitting.epochs):
+        started = time.perf_counter()
+        total = 0.0
+        for _ in range(steps):
+            total += float(step(batches))
+        history.loss.append(total / steps)
+        val = held_out_loss()
+        if val is not None:
+            history.val_loss.append(val)
+        history.epoch_seconds.append(time.perf_counter() - started)
+        history.epochs_run = epoch + 1
+        on_epoch(epoch + 1, {"loss": history.loss[-1], "val_loss": val})
+        if fitting.early_stopping and val is not None:
+            if val < best - 1e-4:
+                best, best_weights, waited = val, model.get_weights(), 0
+            else:
+                waited += 1
+                if waited >= fitting.early_stopping:
+                    model.set_weights(best_weights)
+                    break
+    return model, history
