@@ -51,9 +51,7 @@ class DaskEngine:
                 )
                 self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT)
             else:
-                self.client = distributed.Client(
-                    scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False
-                )
+                self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             self.close()
             raise EngineError(
@@ -117,8 +115,9 @@ class DaskEngine:
             )
 
     def run_on_workers(self, fn: Callable, *args: Any) -> None:
-        try:
-            self.client.run(fn, *args, workers=self.workers)
+        try:  # only the workers still there: a run on one that left would wait for it
+            alive = set(self.client.scheduler_info()["workers"])
+            self.client.run(fn, *args, workers=[w for w in self.workers if w in alive])
         except Exception as exc:  # a worker that is gone has nothing to clean
             log.debug(f"engine dask: cleanup on workers failed: {exc}")
 

@@ -7,6 +7,7 @@ state; `fit_and_write(ctx, state)` fits and writes the intermediate tables and t
 the transaction the materialization then swaps and commits; `close(state)` always runs last.
 """
 
+import threading
 from typing import Any, Callable, Dict, Optional, Protocol
 
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
@@ -32,9 +33,26 @@ def family(materialization: str, model_type: Optional[str]) -> str:
     return "network" if model_type in KERAS_TYPES else "cluster"
 
 
+_imports = threading.Lock()
+
+
+def _import_scikit_learn() -> None:
+    """scikit-learn's modules import one another: two threads importing different ones for the
+    first time can deadlock on the module locks (Python raises _DeadlockError), so the first ML node
+    imports the ones every job uses while the others wait."""
+    with _imports:
+        import sklearn.cluster  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+        import sklearn.mixture  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+
+
 def for_node(materialization: str, model_type: Optional[str], engine=None) -> Job:
     # imported on use: the jobs pull in numpy and, when they run, scikit-learn or TensorFlow
     from dbt.adapters.sqlflow.jobs import cluster, evaluate, explain, predict, sql4ml, table, train
+
+    if materialization != "table":
+        _import_scikit_learn()
 
     if engine is not None and engine.name == "dask":
         from dbt.adapters.sqlflow.jobs.dask_cluster import DaskClusterJob
