@@ -2,6 +2,7 @@
 naming the engine and the worker, the previous table and registry stay as they were and no work table
 is left behind; a scheduler or cluster that cannot be reached fails fast, naming the address tried.
 dbt runs as a subprocess, so that the test can kill a worker while the node runs."""
+
 import os
 import signal
 import socket
@@ -35,23 +36,40 @@ def _leftovers(project):
     return project.run_sql(
         f"select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
         f"where n.nspname = '{project.test_schema}' and (c.relname like '%__dbt_tmp%' "
-        f"or c.relname like '__sqlflow_%')", fetch="one")[0]
+        f"or c.relname like '__sqlflow_%')",
+        fetch="one",
+    )[0]
 
 
 def _state(project, name):
     rows = project.run_sql(f"select count(*) from {project.test_schema}.{name}", fetch="one")[0]
     versions = project.run_sql(
         f"select count(*) from {project.test_schema}.sqlflow_models where model_name = '{name}'",
-        fetch="one")[0]
+        fetch="one",
+    )[0]
     return rows, versions
 
 
 def _start(project, profiles_root, log, variables, select):
     dbt = os.path.join(os.path.dirname(sys.executable), "dbt")
     return subprocess.Popen(
-        [dbt, "run", "-s", select, "--vars", variables, "--project-dir", str(project.project_root),
-         "--profiles-dir", str(profiles_root)],
-        stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            dbt,
+            "run",
+            "-s",
+            select,
+            "--vars",
+            variables,
+            "--project-dir",
+            str(project.project_root),
+            "--profiles-dir",
+            str(profiles_root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _wait_for(path, text, process, seconds=240):
@@ -76,7 +94,9 @@ class TestKilledWorkers:
     def built(self, project):
         run_dbt(["run"])
 
-    def test_killed_tf_worker_fails_the_node_and_keeps_the_table(self, project, profiles_root, tmp_path):
+    def test_killed_tf_worker_fails_the_node_and_keeps_the_table(
+        self, project, profiles_root, tmp_path
+    ):
         before = _state(project, "logit_tf")
         log_path = tmp_path / "dbt.out"
         with open(log_path, "w") as log:
@@ -96,18 +116,29 @@ class TestKilledWorkers:
         run_dbt(["run", "-s", "logit_tf"])  # and the next run trains
         assert _state(project, "logit_tf")[1] == before[1] + 1
 
-    def test_lost_dask_worker_fails_the_node_and_keeps_the_table(self, project, profiles_root, tmp_path):
+    def test_lost_dask_worker_fails_the_node_and_keeps_the_table(
+        self, project, profiles_root, tmp_path
+    ):
         from distributed import Client, LocalCluster
 
         before = _state(project, "em_dask")
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             address = cluster.scheduler_address
             pids = client.run(os.getpid)
             log_path = tmp_path / "dbt.out"
             with open(log_path, "w") as log:
-                process = _start(project, profiles_root, log,
-                                 f"{{scheduler: '{address}', passes: 5000}}", "em_dask")
+                process = _start(
+                    project,
+                    profiles_root,
+                    log,
+                    f"{{scheduler: '{address}', passes: 5000}}",
+                    "em_dask",
+                )
                 _wait_for(log_path, "EM pass 1/5000", process)
                 victim, pid = sorted(pids.items())[1]
                 os.kill(pid, signal.SIGKILL)
@@ -128,8 +159,13 @@ class TestUnreachable:
         run_dbt(["run", "-s", "points"])
         started = time.monotonic()
         _, output = run_dbt_and_capture(
-            ["run", "-s", "em_dask", "--vars", "{scheduler: 'tcp://127.0.0.1:9'}"], expect_pass=False)
-        assert "engine 'dask': the scheduler at tcp://127.0.0.1:9 cannot be reached within 10 s" in output
+            ["run", "-s", "em_dask", "--vars", "{scheduler: 'tcp://127.0.0.1:9'}"],
+            expect_pass=False,
+        )
+        assert (
+            "engine 'dask': the scheduler at tcp://127.0.0.1:9 cannot be reached within 10 s"
+            in output
+        )
         assert time.monotonic() - started < 60
         assert _leftovers(project) == 0
 
@@ -145,7 +181,9 @@ class TestUnreachable:
         free.close()
         try:
             cluster = f"{{cluster: {{worker: ['127.0.0.1:{port}', '127.0.0.1:{other}']}}}}"
-            _, output = run_dbt_and_capture(["run", "-s", "logit_tf", "--vars", cluster], expect_pass=False)
+            _, output = run_dbt_and_capture(
+                ["run", "-s", "logit_tf", "--vars", cluster], expect_pass=False
+            )
         finally:
             taken.close()
         assert f"127.0.0.1:{port}" in output
@@ -155,5 +193,7 @@ class TestUnreachable:
     def test_tf_worker_on_another_machine_needs_a_launcher(self, project):
         run_dbt(["run", "-s", "points"])
         cluster = "{cluster: {worker: ['10.255.0.1:2222', '10.255.0.2:2222']}}"
-        _, output = run_dbt_and_capture(["run", "-s", "logit_tf", "--vars", cluster], expect_pass=False)
+        _, output = run_dbt_and_capture(
+            ["run", "-s", "logit_tf", "--vars", cluster], expect_pass=False
+        )
         assert "worker 0 is at 10.255.0.1, which is not this machine; set tf_launcher" in output

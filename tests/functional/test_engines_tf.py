@@ -2,6 +2,7 @@
 worker reading its own shard from PostgreSQL: the same held-out metric as the local engine within 1%
 and weights within tolerance at the same global batch, the same weights on a rerun (seed), and a
 worker killed mid-training fails the node with the previous table intact."""
+
 import numpy as np
 import pytest
 from dbt.tests.util import run_dbt, run_dbt_and_capture
@@ -50,25 +51,38 @@ class TestMultiWorkerEqualsLocal:
     def _metric(self, project, name, metric):
         return project.run_sql(
             f"select (metrics->>'{metric}')::float8 from {project.test_schema}.sqlflow_models "
-            f"where model_name = '{name}' order by version desc limit 1", fetch="one")[0]
+            f"where model_name = '{name}' order by version desc limit 1",
+            fetch="one",
+        )[0]
 
     def _weights(self, project, name):
         rows = project.run_sql(
             f"select feature, class, value from {project.test_schema}.{name} "
-            f"where tensor in ('weights', 'intercept') order by 1, 2", fetch="all")
+            f"where tensor in ('weights', 'intercept') order by 1, 2",
+            fetch="all",
+        )
         return {(r[0], r[1]): r[2] for r in rows}
 
     def test_held_out_metric_within_one_percent(self, project):
-        local, tf = self._metric(project, "logit_local", "eval_accuracy"), self._metric(project, "logit_tf", "eval_accuracy")
+        local, tf = (
+            self._metric(project, "logit_local", "eval_accuracy"),
+            self._metric(project, "logit_tf", "eval_accuracy"),
+        )
         assert local > 0.8
         assert abs(tf - local) <= 0.01 * local
-        local, tf = self._metric(project, "linreg_local", "eval_r2"), self._metric(project, "linreg_tf", "eval_r2")
+        local, tf = (
+            self._metric(project, "linreg_local", "eval_r2"),
+            self._metric(project, "linreg_tf", "eval_r2"),
+        )
         assert local > 0.8
         assert abs(tf - local) <= 0.01 * local
 
     def test_weights_within_tolerance(self, project):
         for name in ("linreg", "logit"):
-            local, tf = self._weights(project, f"{name}_local"), self._weights(project, f"{name}_tf")
+            local, tf = (
+                self._weights(project, f"{name}_local"),
+                self._weights(project, f"{name}_tf"),
+            )
             assert local.keys() == tf.keys() and len(local) == 7
             for key in local:
                 assert abs(local[key] - tf[key]) <= 0.05 + 0.02 * abs(local[key]), (name, key)
@@ -76,7 +90,8 @@ class TestMultiWorkerEqualsLocal:
     def test_dnn_learns_on_two_workers(self, project):
         assert self._metric(project, "dnn_tf", "eval_accuracy") > 0.9
         tensors = project.run_sql(
-            f"select count(distinct tensor) from {project.test_schema}.dnn_tf", fetch="one")[0]
+            f"select count(distinct tensor) from {project.test_schema}.dnn_tf", fetch="one"
+        )[0]
         assert tensors >= 4  # hidden and output kernels and biases
 
     def test_rerun_with_the_same_seed_gives_the_same_weights(self, project):
@@ -86,5 +101,6 @@ class TestMultiWorkerEqualsLocal:
         assert before == after
         version = project.run_sql(
             f"select max(version) from {project.test_schema}.sqlflow_models where model_name = 'logit_tf'",
-            fetch="one")[0]
+            fetch="one",
+        )[0]
         assert version == 2

@@ -66,9 +66,7 @@ def describe(conn, sql: str) -> List[SourceColumn]:
         seen.add(name)
         type_name, category = types.get(oid, (f"oid {oid}", ""))
         columns.append(
-            SourceColumn(
-                name, oid, type_name, read_plan(name, oid, type_name, category), category
-            )
+            SourceColumn(name, oid, type_name, read_plan(name, oid, type_name, category), category)
         )
     return columns
 

@@ -9,7 +9,7 @@ range through COPY binary, a batch of pages at a time, so no process holds or fo
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from dbt.adapters.sqlflow.data.frame import Frame
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident, read_plan
@@ -31,7 +31,7 @@ def connection_parameters(conn) -> Dict[str, str]:
 def connect(params: Dict[str, str], application_name: str):
     import psycopg2
 
-    conn = psycopg2.connect(**{**params, "application_name": application_name})
+    conn = psycopg2.connect(None, **{**params, "application_name": application_name})
     conn.autocommit = True
     return conn
 
@@ -159,16 +159,18 @@ class ShardedTable:
         drop_tables(self.params, [self.table])
 
 
-def drop_tables(params: Dict[str, str], tables: List[str], conn=None) -> None:
+def drop_tables(params: Dict[str, str], tables: List[str]) -> None:
     """Drop committed work tables on a connection of their own (the node's may be aborted)."""
-    own: Optional[object] = None
     try:
-        own = conn or connect(params, "dbt-sqlflow cleanup")
-        with own.cursor() as cur:  # type: ignore[attr-defined]
+        conn = connect(params, "dbt-sqlflow cleanup")
+    except Exception as exc:  # the database is gone: nothing left to drop
+        log.debug(f"could not connect to drop {', '.join(tables)}: {exc}")
+        return
+    try:
+        with conn.cursor() as cur:
             for table in tables:
                 cur.execute(f"drop table if exists {table}")
-    except Exception as exc:  # the database is gone: nothing left to drop
+    except Exception as exc:
         log.debug(f"could not drop {', '.join(tables)}: {exc}")
     finally:
-        if own is not None and conn is None:
-            own.close()  # type: ignore[attr-defined]
+        conn.close()

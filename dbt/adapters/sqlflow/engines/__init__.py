@@ -3,10 +3,13 @@ map-reduce over shards on a Dask cluster) or `tf_multiworker` (TensorFlow models
 MultiWorkerMirroredStrategy on worker processes). Each engine is behind a small class, imported on
 use; workers read their own shard of the input from PostgreSQL (data/shards.py)."""
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from dbt.adapters.sqlflow.errors import OptionError
+
+log = logging.getLogger("dbt_sqlflow.engines")
 
 ENGINES = ("local", "dask", "tf_multiworker")
 ENGINE_KEYS = ("engine", "dask_scheduler", "tf_cluster", "tf_launcher")
@@ -63,9 +66,7 @@ def choose(
             )
         engine = "local"
     pick = lambda key: options.get(key) or defaults.get(key)  # noqa: E731
-    choice = EngineChoice(
-        engine, pick("dask_scheduler"), pick("tf_cluster"), pick("tf_launcher")
-    )
+    choice = EngineChoice(engine, pick("dask_scheduler"), pick("tf_cluster"), pick("tf_launcher"))
     if engine == "dask" and not choice.dask_scheduler:
         raise OptionError(
             f"{where}: engine='dask' needs dask_scheduler: 'tcp://host:8786' for a running "
@@ -79,3 +80,20 @@ def choose(
         except OptionError as exc:
             raise OptionError(f"{where}: {exc}") from None
     return choice
+
+
+def worker_facts(name: str, workers: List[Dict]) -> Dict:
+    """The run's facts for training_info (rows, CPU seconds and peak memory of each worker), with
+    one summary line at info and a line per worker in the debug log."""
+    for w in workers:
+        log.debug(
+            f"{name} worker {w['worker']}: {w['rows']} rows, {w.get('cpu_seconds', 0):.1f} CPU s, "
+            f"peak {w.get('peak_rss_mb', 0):.0f} MB"
+        )
+    rows = [w["rows"] for w in workers]
+    log.info(
+        f"engine {name}: {len(workers)} worker(s) read {min(rows)}..{max(rows)} rows each, "
+        f"{sum(w.get('cpu_seconds', 0) for w in workers):.1f} CPU s in all, peak "
+        f"{max(w.get('peak_rss_mb', 0) for w in workers):.0f} MB per worker"
+    )
+    return {"name": name, "workers": workers}

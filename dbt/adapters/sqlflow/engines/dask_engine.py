@@ -6,7 +6,7 @@ that leaves mid-job fails the node, naming it."""
 import logging
 import re
 import threading
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from dbt.adapters.sqlflow import interrupt
 from dbt.adapters.sqlflow.errors import EngineError
@@ -65,6 +65,7 @@ class DaskEngine:
                 f"engine 'dask': the scheduler at {scheduler} has no workers; start some "
                 f"(dask worker {scheduler})."
             )
+        self.started = self.client.run(process_usage, workers=self.workers)
         log.info(f"engine dask: {len(self.workers)} worker(s) at {self.client.scheduler.address}")
 
     def map(self, fn: Callable, shards: Sequence, *args: Any, what: str = "a pass") -> List:
@@ -114,6 +115,18 @@ class DaskEngine:
                 f"process) and run the node again."
             )
 
+    def usage(self) -> Dict[str, Dict]:
+        """CPU seconds and peak memory of each worker process, since this engine started."""
+        now = self.client.run(process_usage, workers=self.workers)
+        return {
+            w: {
+                "cpu_seconds": round(now[w]["cpu_seconds"] - self.started[w]["cpu_seconds"], 2),
+                "peak_rss_mb": now[w]["peak_rss_mb"],
+            }
+            for w in self.workers
+            if w in now and w in self.started
+        }
+
     def run_on_workers(self, fn: Callable, *args: Any) -> None:
         try:  # only the workers still there: a run on one that left would wait for it
             alive = set(self.client.scheduler_info()["workers"])
@@ -133,3 +146,14 @@ class DaskEngine:
         if self._holding:
             self._holding = False
             _turn.release()
+
+
+def process_usage() -> Dict[str, float]:
+    """This process's CPU seconds (user + system) and peak resident memory, for the run's facts."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }

@@ -93,7 +93,9 @@ def _arrays(job: Dict):
 
     encoder = FeatureEncoder.from_dict(job["encoder"])
     spec = job["spec"]
-    Xs, ys, helds = [], [], []
+    Xs: List[np.ndarray] = []
+    ys: List[np.ndarray] = []
+    helds: List[np.ndarray] = []
     for frame, held in _frames(job):
         X = encoder.transform(inputs.raw_columns(frame, job["features"]))
         Xs.append(X.astype(np.float32))
@@ -113,6 +115,11 @@ def _arrays(job: Dict):
     if spec.get("class_weights") is not None and spec["task"] in ("binary", "multiclass"):
         weights = np.asarray(spec["class_weights"], np.float32)[y.ravel().astype(int)]
     return X, y, held, weights
+
+
+def _progress(worker: int, epoch: int, logs: Dict) -> None:
+    if worker == 0:  # the chief speaks for the cluster: every worker has the same losses
+        _say("EPOCH", {"epoch": epoch, **logs})
 
 
 def _sample(X: np.ndarray, y: np.ndarray, rows: int):
@@ -157,7 +164,7 @@ def train(job: Dict) -> Dict:
             fitting,
             spec["train_rows"],
             worker,
-            lambda epoch, logs: worker == 0 and _say("EPOCH", {"epoch": epoch, **logs}),
+            lambda epoch, logs: _progress(worker, epoch, logs),
         )
         plain = build()  # the weights on a model outside the strategy, to save and score
         plain.set_weights(model.get_weights())
@@ -172,13 +179,23 @@ def train(job: Dict) -> Dict:
             spec["spread"],
         )
     rows = job["metric_rows"]
-    out: Dict = {"history": history.__dict__}
+    out: Dict = {"history": history.__dict__, "rows": int(len(X)), **_usage()}
     for side, mask in (("train", ~held), ("held", held)):
         Xs, ys = _sample(X[mask], y[mask], rows)
         out[side] = {"y": ys.tolist(), "output": np.asarray(finished.output(Xs)).tolist()}
     if worker == 0:
         out["artifact"] = base64.b64encode(artifact).decode()
     return out
+
+
+def _usage() -> Dict:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
 def main(argv: List[str]) -> int:

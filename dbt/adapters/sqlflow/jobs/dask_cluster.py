@@ -9,7 +9,7 @@ The module-level functions run on the workers (Dask imports this module there)."
 import logging
 import time
 import uuid
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from dbt.adapters.sqlflow.data.shards import (
     drop_tables,
     split_relation,
 )
+from dbt.adapters.sqlflow.engines import worker_facts
 from dbt.adapters.sqlflow.jobs import cluster, inputs, steps
 from dbt.adapters.sqlflow.jobs.context import JobContext, Outcome
 from dbt.adapters.sqlflow.ml import clustering
@@ -160,7 +161,7 @@ def write_assignments(
     output's columns, from the first batch."""
     encode = FeatureEncoder.from_dict(encoder)
     k = model.k
-    facts = {
+    facts: Dict[str, Any] = {
         "sizes": np.zeros(k, np.int64),
         "sums": np.zeros((k, len(numeric))),
         "counts": np.zeros((k, len(numeric))),
@@ -210,7 +211,7 @@ def forget(job: str) -> None:
 class DaskState:
     def __init__(self, table: ShardedTable, first: Frame):
         self.table, self.first = table, first
-        self.engine = None
+        self.engine: Optional[Any] = None
         self.job = uuid.uuid4().hex[:12]
         self.staging: Optional[str] = None
         self.renamed = False
@@ -253,7 +254,8 @@ class DaskClusterJob:
             )
         n_rows = state.table.n_rows
         if n_rows == 0 and ctx.empty:
-            return cluster.ClusterJob._write_empty(ctx, _Empty(state.first), roles)
+            empty = _Empty(state.first)
+            return cluster.ClusterJob._write_empty(ctx, empty, roles)  # type: ignore[arg-type]
         if n_rows == 0:
             raise inputs.InputError("the SELECT returned no rows; there is nothing to cluster.")
         state.engine = engine = DaskEngine(self.choice.dask_scheduler)
@@ -315,7 +317,7 @@ class DaskClusterJob:
                 training_info={
                     "k_sweep": sweep,
                     "stable_ids": matching,
-                    "engine": {"name": "dask", "workers": len(engine.workers)},
+                    "engine": _engine_facts(engine, parts),
                     "dropped_clusters": model.info.get("dropped_clusters", 0),
                     **{k: v for k, v in model.info.items() if k != "dropped_clusters"},
                     "history": cluster._history(model, options, fit_seconds, metrics),
@@ -467,6 +469,17 @@ class DaskClusterJob:
                 f"alter table {state.staging} rename to {quote_ident(split_relation(targets.main)[1])}"
             )
         state.renamed = True
+
+
+def _engine_facts(engine, parts: List[Dict]) -> Dict:
+    """Where the work ran: rows each worker read, its CPU seconds and peak memory."""
+    usage = engine.usage()
+    rows: Dict[str, int] = {}
+    for i, part in enumerate(parts):
+        worker = engine.workers[i % len(engine.workers)]
+        rows[worker] = rows.get(worker, 0) + part["n_rows"]
+    workers = [{"worker": w, "rows": rows.get(w, 0), **usage.get(w, {})} for w in engine.workers]
+    return worker_facts("dask", workers)
 
 
 class _Empty:

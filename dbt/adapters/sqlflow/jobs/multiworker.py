@@ -8,13 +8,14 @@ written here, inside the node's transaction, so the swap stays atomic as on the 
 
 import base64
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from dbt.adapters.sqlflow.data import Frame, write_frame
 from dbt.adapters.sqlflow.data.reader import ReadLayout, copy_out
 from dbt.adapters.sqlflow.data.shards import ShardedTable
+from dbt.adapters.sqlflow.engines import worker_facts
 from dbt.adapters.sqlflow.engines.tf_cluster import cluster_spec
 from dbt.adapters.sqlflow.engines.tf_multiworker import MultiWorkerLauncher
 from dbt.adapters.sqlflow.errors import InputError
@@ -31,7 +32,7 @@ log = logging.getLogger("dbt_sqlflow.jobs")
 class MultiWorkerState:
     def __init__(self, table: ShardedTable, first: Frame):
         self.table, self.first = table, first
-        self.launcher = None
+        self.launcher: Optional[MultiWorkerLauncher] = None
 
 
 def _classification(options: Dict, first: Frame) -> bool:
@@ -92,7 +93,9 @@ def _metrics(results: List[Dict], spec: Dict):
         if not ys:
             continue
         y = np.concatenate(ys)
-        output = np.concatenate([np.asarray(r[side]["output"]) for r in results if len(r[side]["y"])])
+        output = np.concatenate(
+            [np.asarray(r[side]["output"]) for r in results if len(r[side]["y"])]
+        )
         if spec["task"] == "autoencoder":
             out[f"{prefix}_mse"] = float(((output - y) ** 2).mean())
             continue
@@ -116,8 +119,32 @@ def _model(result: Dict, options: Dict, spec: Dict):
         model = keras_models.from_bytes(keras, artifact)
         task = spec["task"]
         return supervised._finish(
-            model, options["model_type"], task, spec["classes"], history, spec["shift"], spec["spread"]
+            model,
+            options["model_type"],
+            task,
+            spec["classes"],
+            history,
+            spec["shift"],
+            spec["spread"],
         )
+
+
+def _engine_facts(addresses: List[str], results: List[Dict]) -> Dict:
+    """Where the training ran: rows each worker held, its CPU seconds and peak memory."""
+    workers = [
+        {
+            "worker": address,
+            "rows": r["rows"],
+            "cpu_seconds": r["cpu_seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+        }
+        for address, r in zip(addresses, results)
+    ]
+    return worker_facts("tf_multiworker", workers)
+
+
+def _show(progress: Progress, epoch: int, detail: str) -> None:
+    progress.step(epoch, detail)
 
 
 class MultiWorkerTrainJob:
@@ -125,7 +152,9 @@ class MultiWorkerTrainJob:
         self.choice = choice
 
     def read(self, ctx: JobContext) -> MultiWorkerState:
-        table = ShardedTable(ctx.conn, ctx.sql, ctx.node.schema, ctx.options["sample_size"] or 50_000)
+        table = ShardedTable(
+            ctx.conn, ctx.sql, ctx.node.schema, ctx.options["sample_size"] or 50_000
+        )
         first = ReadLayout(table.columns).frame(
             copy_out(ctx.conn, f"select * from {table.table} where false")
         )
@@ -191,10 +220,15 @@ class MultiWorkerTrainJob:
                 }
                 for s in shards
             ],
-            lambda line: progress.step(
+            lambda line: _show(
+                progress,
                 line["epoch"],
                 f"loss {line['loss']:.6g}"
-                + (f", val loss {line['val_loss']:.6g}" if line.get("val_loss") is not None else ""),
+                + (
+                    f", val loss {line['val_loss']:.6g}"
+                    if line.get("val_loss") is not None
+                    else ""
+                ),
             ),
         )
         model = _model(results[0], options, task)
@@ -213,4 +247,5 @@ class MultiWorkerTrainJob:
             task["train_rows"],
             task["held_rows"],
             evaluation=evaluated,
+            extra_info={"engine": _engine_facts(spec.workers, results)},
         )

@@ -250,6 +250,7 @@ def _register_and_write(
     held_rows,
     live_metrics=None,
     evaluation: Optional[Dict] = None,
+    extra_info: Optional[Dict] = None,
 ) -> Outcome:
     """Register the version (in the same transaction as the swap) and write the weights table."""
     linear = isinstance(model, supervised.LinearModel)
@@ -278,6 +279,7 @@ def _register_and_write(
         ),
         "evaluation": evaluation or {},
         "feature_weights": _feature_weights(model, encoder),
+        **(extra_info or {}),
     }
     version = steps.register(
         ctx,

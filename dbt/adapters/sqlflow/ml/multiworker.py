@@ -10,7 +10,7 @@ divided by its size, as Keras' sum-over-batch-size does on one machine.
 import logging
 import math
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def train(
     keras,
     tf,
     strategy,
-    build: Callable[[], object],
+    build: Callable[[], Any],
     X: np.ndarray,
     y: np.ndarray,
     weights: Optional[np.ndarray],
