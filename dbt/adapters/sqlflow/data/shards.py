@@ -9,7 +9,7 @@ range through COPY binary, a batch of pages at a time, so no process holds or fo
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from dbt.adapters.sqlflow.data.frame import Frame
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident, read_plan
@@ -31,7 +31,8 @@ def connection_parameters(conn) -> Dict[str, str]:
 def connect(params: Dict[str, str], application_name: str):
     import psycopg2
 
-    conn = psycopg2.connect(None, **{**params, "application_name": application_name})
+    keywords: Dict[str, Any] = {**params, "application_name": application_name}
+    conn = psycopg2.connect(**keywords)
     conn.autocommit = True
     return conn
 
