@@ -179,6 +179,12 @@ COMMON = [
         "{'worker': ['host:port', ...]}, its JSON, or 'local[N]'",
     ),
     Option(
+        "tf_launcher",
+        None,
+        lambda v: v is None or (isinstance(v, str) and "{host}" in v),
+        "a command that runs the worker on {host}, e.g. 'ssh {host}'",
+    ),
+    Option(
         "retrain",
         "always",
         _one_of("always", "on_change", "never", "max_age"),

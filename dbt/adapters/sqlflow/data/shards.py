@@ -109,6 +109,20 @@ class Shard:
                 conn.close()
 
 
+def _used_pages(cur, table: str, allocated: int) -> int:
+    """1 + the last page holding a row, by bisection on `exists (ctid >= page)`: each probe stops
+    at its first row, so only empty tail pages are ever scanned through."""
+    low, high = 0, allocated  # a row on some page < high; none from `high` on
+    while low < high:
+        middle = (low + high) // 2
+        cur.execute(f"select exists (select 1 from {table} where ctid >= '({middle},0)'::tid)")
+        if cur.fetchone()[0]:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 _FIELDS = ("index", "count", "params", "table", "first_page", "stop_page", "pages_per_batch")
 
 
@@ -134,7 +148,9 @@ class ShardedTable:
                 f"current_setting('block_size')::int, "
                 f"(select count(*) from {self.table} where ctid < '({_PROBE_PAGES},0)'::tid)"
             )
-            self.n_pages, probed = cur.fetchone()
+            allocated, probed = cur.fetchone()
+            # bulk loads extend a table several pages at a time: split the pages that hold rows
+            self.n_pages = _used_pages(cur, self.table, allocated)
         density = max(probed / min(_PROBE_PAGES, max(self.n_pages, 1)), 1.0)
         self.pages_per_batch = max(1, int(batch_rows / density))
         log.debug(f"sharded {self.n_rows} rows over {self.n_pages} pages into {self.table}")
