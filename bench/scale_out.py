@@ -11,6 +11,8 @@ the point is that the work divides (rows and CPU per worker halve), not a 2x wal
 """
 import argparse
 import datetime as dt
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +79,17 @@ def facts(dsn: str, name: str):
             "select training_info, metrics from public.sqlflow_models where model_name = %s "
             "order by version desc limit 1", (name,))
         info, metrics = cur.fetchone()
-    return info.get("engine"), metrics
+    return info, metrics
+
+
+def per_step(info: dict) -> str:
+    """k-means: the median seconds of a Lloyd iteration; TensorFlow: the median ms of a step."""
+    if info.get("pass_seconds"):
+        return f"{statistics.median(info['pass_seconds']):.2f} s / iteration"
+    if info.get("epoch_seconds"):
+        steps = math.ceil(info["train_rows"] / 1024)
+        return f"{statistics.median(info['epoch_seconds']) / steps * 1000:.2f} ms / step"
+    return "-"
 
 
 def main() -> None:
@@ -97,24 +109,25 @@ def main() -> None:
         rows = []
         for name, _, _ in CASES:
             seconds, rss, cpu = run_case(project, name)
-            engine, metrics = facts(dsn, name)
-            rows.append((name, seconds, rss, cpu, engine, metrics))
+            info, metrics = facts(dsn, name)
+            rows.append((name, seconds, rss, cpu, info, metrics))
             print(name, f"{seconds:.1f} s", flush=True)
     lines.append(f"### Scaling out: {args.rows:,} rows x {N_FEATURES} float8")
     lines.append(
         f"{dt.date.today()}, {machine()}, embedded PostgreSQL. Each case is `dbt run` of one model in "
         f"a fresh process; workers are processes on this machine (local[N]).")
     lines.append("")
-    lines.append("| case | wall s | dbt process: peak MB, CPU s | workers: rows read | workers: CPU s | workers: peak MB | metric |")
-    lines.append("|---|---:|---|---|---|---|---|")
-    for name, seconds, rss, cpu, engine, metrics in rows:
-        workers = (engine or {}).get("workers") or []
+    lines.append("| case | wall s | dbt process: peak MB, CPU s | workers: rows read | workers: CPU s | workers: peak MB | per iteration or step | metric |")
+    lines.append("|---|---:|---|---|---|---|---:|---|")
+    for name, seconds, rss, cpu, info, metrics in rows:
+        workers = (info.get("engine") or {}).get("workers") or []
         read = " / ".join(f"{w['rows']:,}" for w in workers) or "(in the dbt process)"
         wcpu = " / ".join(f"{w.get('cpu_seconds', 0):.0f}" for w in workers) or "-"
         wrss = " / ".join(f"{w.get('peak_rss_mb', 0):.0f}" for w in workers) or "-"
         metric = (f"inertia {metrics['inertia']:.4g}" if "inertia" in metrics
                   else f"eval accuracy {metrics.get('eval_accuracy', float('nan')):.4f}")
-        lines.append(f"| {name} | {seconds:.1f} | {rss:.0f}, {cpu:.0f} | {read} | {wcpu} | {wrss} | {metric} |")
+        lines.append(f"| {name} | {seconds:.1f} | {rss:.0f}, {cpu:.0f} | {read} | {wcpu} | {wrss} | "
+                     f"{per_step(info)} | {metric} |")
     print("\n".join(lines))
 
 

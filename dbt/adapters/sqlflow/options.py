@@ -125,41 +125,8 @@ OPERATION = [
 ]
 OPERATIONAL_KEYS = ("retrain", "max_age", "promote_if", "on_gate_fail", "keep_versions")
 
-COMMON = [
-    Option("model_type", None, lambda v: isinstance(v, str), "a model type name"),
-    Option("features", None, lambda v: v is None or _is_name_list(v), "a list of column names"),
-    Option(
-        "key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"
-    ),
-    Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
-    Option("exclude", [], _is_name_list, "a list of column names"),
-    Option(
-        "feature_columns",
-        None,
-        lambda v: (
-            v is None or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
-        ),
-        "SQLFlow feature columns, e.g. ['x1', 'NUMERIC(v, 4)', 'CATEGORY_ID(c, 10)']",
-    ),
-    Option("predict_only", [], _is_name_list, "a list of column names"),
-    Option(
-        "normalize", "zscore", _one_of("zscore", "minmax", "none"), "'zscore', 'minmax' or 'none'"
-    ),
-    Option("max_states", 100, lambda v: _is_int(v, 1), "a whole number >= 1"),
-    Option("max_input_attributes", 255, lambda v: _is_int(v, 1), "a whole number >= 1"),
-    Option(
-        "null_handling",
-        "impute",
-        _one_of("error", "impute", "indicator"),
-        "'error', 'impute' or 'indicator'",
-    ),
-    Option("seed", 0, lambda v: _is_int(v, 0), "a whole number >= 0"),
-    Option(
-        "sample_size",
-        50_000,
-        lambda v: _is_int(v, 0),
-        "a whole number of rows per batch >= 0 (0 = the default, 50,000)",
-    ),
+# Where the work runs (engines/): a node's own keys, else the profile's for the target.
+ENGINE = [
     Option(
         "engine",
         None,
@@ -184,13 +151,59 @@ COMMON = [
         lambda v: v is None or (isinstance(v, str) and "{host}" in v),
         "a command that runs the worker on {host}, e.g. 'ssh {host}'",
     ),
-    Option(
-        "retrain",
-        "always",
-        _one_of("always", "on_change", "never", "max_age"),
-        "'always', 'on_change', 'never' or 'max_age' (with max_age='7 days')",
-    ),
-] + OPERATION
+]
+
+COMMON = (
+    [
+        Option("model_type", None, lambda v: isinstance(v, str), "a model type name"),
+        Option(
+            "features", None, lambda v: v is None or _is_name_list(v), "a list of column names"
+        ),
+        Option(
+            "key", None, lambda v: v is None or _is_name_list(v), "a column name or a list of them"
+        ),
+        Option("label", None, lambda v: v is None or isinstance(v, str), "a column name"),
+        Option("exclude", [], _is_name_list, "a list of column names"),
+        Option(
+            "feature_columns",
+            None,
+            lambda v: (
+                v is None or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
+            ),
+            "SQLFlow feature columns, e.g. ['x1', 'NUMERIC(v, 4)', 'CATEGORY_ID(c, 10)']",
+        ),
+        Option("predict_only", [], _is_name_list, "a list of column names"),
+        Option(
+            "normalize",
+            "zscore",
+            _one_of("zscore", "minmax", "none"),
+            "'zscore', 'minmax' or 'none'",
+        ),
+        Option("max_states", 100, lambda v: _is_int(v, 1), "a whole number >= 1"),
+        Option("max_input_attributes", 255, lambda v: _is_int(v, 1), "a whole number >= 1"),
+        Option(
+            "null_handling",
+            "impute",
+            _one_of("error", "impute", "indicator"),
+            "'error', 'impute' or 'indicator'",
+        ),
+        Option("seed", 0, lambda v: _is_int(v, 0), "a whole number >= 0"),
+        Option(
+            "sample_size",
+            50_000,
+            lambda v: _is_int(v, 0),
+            "a whole number of rows per batch >= 0 (0 = the default, 50,000)",
+        ),
+        Option(
+            "retrain",
+            "always",
+            _one_of("always", "on_change", "never", "max_age"),
+            "'always', 'on_change', 'never' or 'max_age' (with max_age='7 days')",
+        ),
+    ]
+    + OPERATION
+    + ENGINE
+)
 
 CLUSTER_TYPES = ("kmeans", "em")
 DEC = ("dec",)
@@ -438,7 +451,7 @@ PREDICT = [
         lambda v: v is None or (isinstance(v, str) and v != ""),
         "the name of the sql model's data CTE that this node's SELECT replaces",
     ),
-]
+] + [o for o in ENGINE if o.name in ("engine", "dask_scheduler")]
 
 _MODEL = PREDICT[:2]  # model, version
 EXPLAIN = _MODEL + [

@@ -33,14 +33,16 @@ def _runs(engine: str, materialization: str, model_type: Optional[str]) -> bool:
 
     if engine == "local":
         return True
-    if engine == "dask":
-        return model_type in DASK_TYPES and materialization in ("cluster", "ml_train")
+    if engine == "dask":  # ml_predict: any model scored in Python
+        return materialization == "ml_predict" or (
+            model_type in DASK_TYPES and materialization in ("cluster", "ml_train")
+        )
     return model_type in KERAS_TYPES and materialization == "ml_train"
 
 
 def _what_runs(engine: str) -> str:
     if engine == "dask":
-        return "engine 'dask' fits kmeans and em (cluster and ml_train)"
+        return "engine 'dask' fits kmeans and em (cluster and ml_train) and scores (ml_predict)"
     return (
         "engine 'tf_multiworker' trains the TensorFlow model types (linear_regression, "
         "logistic_regression, factorization_machine, dnn_classifier, dnn_regressor, autoencoder)"

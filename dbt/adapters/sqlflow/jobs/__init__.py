@@ -54,6 +54,10 @@ def for_node(materialization: str, model_type: Optional[str], engine=None) -> Jo
     if materialization != "table":
         _import_scikit_learn()
 
+    if engine is not None and engine.name == "dask" and materialization == "ml_predict":
+        from dbt.adapters.sqlflow.jobs.dask_predict import DaskPredictJob
+
+        return DaskPredictJob(engine)
     if engine is not None and engine.name == "dask":
         from dbt.adapters.sqlflow.jobs.dask_cluster import DaskClusterJob
 

@@ -473,9 +473,13 @@ class PredictJob:
             )
         if trained.model_type == "sql" or _in_database(options, trained.model_type):
             return trained, None, sql  # scored where its SQL runs, in the write phase
-        if not inputs.should_stream(ctx.conn, sql, options):
-            return trained, read_frame(ctx.conn, sql), sql
-        return trained, BatchReader(ctx.conn, sql, options.get("sample_size") or 50_000), sql
+        return trained, self._stage(ctx, sql), sql
+
+    def _stage(self, ctx: JobContext, sql: str):
+        """The rows scored in Python: one frame, or a BatchReader over the memory budget."""
+        if not inputs.should_stream(ctx.conn, sql, ctx.options):
+            return read_frame(ctx.conn, sql)
+        return BatchReader(ctx.conn, sql, ctx.options.get("sample_size") or 50_000)
 
     def fit_and_write(self, ctx: JobContext, state) -> Outcome:
         trained, read, sql = state
