@@ -197,3 +197,38 @@ class TestUnreachable:
             ["run", "-s", "logit_tf", "--vars", cluster], expect_pass=False
         )
         assert "worker 0 is at 10.255.0.1, which is not this machine; set tf_launcher" in output
+
+
+NAN_POINTS = """
+{{ config(materialized='table') }}
+select g as id, case when g = 77 then 'NaN'::float8 else sin(g) end as x1, cos(g) as x2,
+       (g % 2 = 0) as label
+from generate_series(1, 500) as g
+"""
+
+
+class TestBadInputOnWorkers:
+    """A problem a worker finds in its shard ends the node with the same message as locally."""
+
+    @pytest.fixture(scope="class")
+    def models(self):
+        return {
+            "points.sql": NAN_POINTS,
+            "em_dask.sql": EM,
+            "logit_tf.sql": LOGIT,
+            "dnn_on_dask.sql": LOGIT.replace("logistic_regression", "dnn_classifier")
+            .replace("engine='tf_multiworker'", "engine='dask', dask_scheduler='local[1]'"),
+        }
+
+    def test_nan_in_a_shard(self, project):
+        run_dbt(["run", "-s", "points"])
+        for name in ("em_dask", "logit_tf"):
+            _, output = run_dbt_and_capture(["run", "-s", name], expect_pass=False)
+            assert "feature column 'x1' has 1 NaN or Infinity value(s)" in output, name
+            assert "Traceback" not in output and "This is a bug" not in output
+        assert _leftovers(project) == 0
+
+    def test_an_engine_that_cannot_run_the_model(self, project):
+        _, output = run_dbt_and_capture(["run", "-s", "dnn_on_dask"], expect_pass=False)
+        assert "engine 'dask' fits kmeans and em (cluster and ml_train) and scores (ml_predict), " \
+               "not dnn_classifier; remove engine" in output

@@ -20,6 +20,14 @@ from generate_series(1, {ROWS}) as g
 """
 
 
+AUTOENCODER = """
+{{ config(materialized='ml_train', model_type='autoencoder', key='id', features=['x1', 'x2', 'x3'],
+          encode_units=[2], epochs=10, batch_size=64, seed=3, engine='tf_multiworker',
+          tf_cluster='local[2]') }}
+select * from {{ ref('points') }}
+"""
+
+
 def node(model_type, label, engine, extra=""):
     keys = ", engine='tf_multiworker', tf_cluster='local[2]'" if engine else ""
     exclude = "'amount'" if label == "label" else "'label'"
@@ -40,12 +48,13 @@ class TestMultiWorkerEqualsLocal:
             "linreg_local.sql": node("linear_regression", "amount", False),
             "linreg_tf.sql": node("linear_regression", "amount", True),
             "dnn_tf.sql": node("dnn_classifier", "label", True, ", hidden_units=[8]"),
+            "ae_tf.sql": AUTOENCODER,
         }
 
     @pytest.fixture(scope="class", autouse=True)
     def built(self, project):
         results, output = run_dbt_and_capture(["run"])
-        assert len(results) == 6
+        assert len(results) == 7
         return output
 
     def _metric(self, project, name, metric):
@@ -104,3 +113,12 @@ class TestMultiWorkerEqualsLocal:
             fetch="one",
         )[0]
         assert version == 2
+
+    def test_autoencoder_reconstructs_on_two_workers(self, project, built):
+        mse = self._metric(project, "ae_tf", "train_mse")
+        assert 0 < mse < 0.9  # zscored inputs: predicting the mean would give 1
+        workers = project.run_sql(
+            f"select training_info->'engine'->'workers' from {project.test_schema}.sqlflow_models "
+            f"where model_name = 'ae_tf'", fetch="one")[0]
+        assert sum(w["rows"] for w in workers) == ROWS and min(w["rows"] for w in workers) > ROWS // 3
+        assert "engine tf_multiworker: 2 worker(s) read" in built

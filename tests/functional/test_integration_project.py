@@ -67,12 +67,22 @@ def test_dbt_build_of_the_integration_project():
             iris_top = cur.fetchone()[0]
             cur.execute("select planted_group, group_id from analytics.user_cluster_assignments")
             statement_groups = cur.fetchall()
+            # the same models on engine='dask' and engine='tf_multiworker' (two local workers each)
+            cur.execute("select count(*), count(*) filter (where l.cluster_id <> d.cluster_id) "
+                        "from analytics.customer_segments l join analytics.customer_segments_dask d "
+                        "using (customer)")
+            dask_segments = cur.fetchone()
+            cur.execute("select (metrics->>'eval_roc_auc')::float8, training_info->'engine'->'workers' "
+                        "from analytics.sqlflow_models where model_name = 'churn_model_tf'")
+            tf_auc, tf_workers = cur.fetchone()
         conn.close()
         assert customers == 12 and orders == 60
         assert segmented == (20000, 4)
         assert least_clusters == 1 and least_active == least_size > 0
         assert sweep == (7, 1)
         assert churn_auc > 0.65 and scored > 15000 and 0 < low < high < 1
+        assert dask_segments == (20000, 0)  # equal to the local engine's, row for row
+        assert tf_auc > 0.65 and len(tf_workers) == 2 and all(w["rows"] > 0 for w in tf_workers)
         assert diabetes_r2 > 0.5
         from sklearn.metrics import adjusted_rand_score
 

@@ -92,6 +92,33 @@ def test_kmeans_map_reduce_equals_scikit_learn_kmeans():
     np.testing.assert_array_equal(model.assign(X)[0], reference.labels_)
 
 
+def test_restarts_pick_the_run_kmeans_picks():
+    from sklearn.cluster import KMeans
+
+    from dbt.adapters.sqlflow.jobs.dask_cluster import DaskClusterJob
+
+    X = _blobs(3)
+    previous = [np.full(len(X), -1)]
+
+    def lloyd(centers):
+        labels, part = clustering.kmeans_batch_statistics(X, centers)
+        part["changed"] = int((labels != previous[0]).sum())
+        previous[0] = labels
+        return part
+
+    def same(a, b):
+        counts = np.zeros((len(a), len(b)), int)
+        np.add.at(counts, (clustering._nearest(X, a), clustering._nearest(X, b)), 1)
+        return bool(((counts > 0).sum(axis=1) <= 1).all())
+
+    tolerance = float(np.mean(X.var(axis=0)) * 1e-4)
+    for n_init in (1, 3, 5):
+        options = {"seed": 11, "n_init": n_init, "max_iter": 300}
+        model = DaskClusterJob._restarts(lloyd, same, X, 4, options, tolerance)
+        reference = KMeans(4, init="k-means++", n_init=n_init, random_state=11).fit(X)
+        np.testing.assert_allclose(model.centers, reference.cluster_centers_, atol=1e-9)
+
+
 def test_em_map_reduce_equals_the_streamed_em():
     X = _blobs(1)
     shards = np.array_split(X, 4)

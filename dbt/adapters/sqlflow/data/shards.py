@@ -155,6 +155,11 @@ class ShardedTable:
         self.pages_per_batch = max(1, int(batch_rows / density))
         log.debug(f"sharded {self.n_rows} rows over {self.n_pages} pages into {self.table}")
 
+    def empty_frame(self) -> Frame:
+        """The input's columns, no rows: what a job checks roles and types on."""
+        layout = ReadLayout(self.columns)
+        return layout.frame(copy_out(self.conn, f"select * from {self.table} where false"))
+
     def shards(self, count: int) -> List[Shard]:
         """`count` contiguous page ranges of (nearly) equal size."""
         bounds = [round(i * self.n_pages / count) for i in range(count + 1)]

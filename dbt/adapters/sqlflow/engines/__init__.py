@@ -99,3 +99,14 @@ def worker_facts(name: str, workers: List[Dict]) -> Dict:
         f"{max(w.get('peak_rss_mb', 0) for w in workers):.0f} MB per worker"
     )
     return {"name": name, "workers": workers}
+
+
+def process_usage() -> Dict[str, float]:
+    """This process's CPU seconds (user + system) and peak resident memory, for the run's facts."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }

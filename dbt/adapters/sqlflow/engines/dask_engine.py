@@ -9,6 +9,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from dbt.adapters.sqlflow import interrupt
+from dbt.adapters.sqlflow.engines import process_usage
 from dbt.adapters.sqlflow.errors import EngineError
 
 log = logging.getLogger("dbt_sqlflow.engines")
@@ -146,14 +147,3 @@ class DaskEngine:
         if self._holding:
             self._holding = False
             _turn.release()
-
-
-def process_usage() -> Dict[str, float]:
-    """This process's CPU seconds (user + system) and peak resident memory, for the run's facts."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-    }

@@ -134,6 +134,7 @@ def train(job: Dict) -> Dict:
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TF op
     _say("READY")
+    from dbt.adapters.sqlflow.engines import process_usage
     from dbt.adapters.sqlflow.jobs.train import _network
     from dbt.adapters.sqlflow.ml import keras_models, multiworker, params, supervised
     from dbt.adapters.sqlflow.ml.preprocess import FeatureEncoder
@@ -179,23 +180,13 @@ def train(job: Dict) -> Dict:
             spec["spread"],
         )
     rows = job["metric_rows"]
-    out: Dict = {"history": history.__dict__, "rows": int(len(X)), **_usage()}
+    out: Dict = {"history": history.__dict__, "rows": int(len(X)), **process_usage()}
     for side, mask in (("train", ~held), ("held", held)):
         Xs, ys = _sample(X[mask], y[mask], rows)
         out[side] = {"y": ys.tolist(), "output": np.asarray(finished.output(Xs)).tolist()}
     if worker == 0:
         out["artifact"] = base64.b64encode(artifact).decode()
     return out
-
-
-def _usage() -> Dict:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-    }
 
 
 def main(argv: List[str]) -> int:

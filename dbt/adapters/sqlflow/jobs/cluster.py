@@ -448,6 +448,17 @@ def output_names(options, model_type: str) -> List[str]:
     return names
 
 
+def checked_roles(ctx: JobContext, first: Frame) -> inputs.Roles:
+    """The columns' roles; a cluster node's passed-through columns must not clash with its outputs."""
+    roles = inputs.roles(first, ctx.options)
+    if ctx.materialization == "cluster":
+        inputs.check_outputs(
+            _passed_through(first, roles, ctx.options),
+            output_names(ctx.options, ctx.options["model_type"]),
+        )
+    return roles
+
+
 class ClusterJob:
     """cluster (fit + assign + side tables) and ml_train of kmeans, em and dec (weights table)."""
 
@@ -462,12 +473,7 @@ class ClusterJob:
     def fit_and_write(self, ctx: JobContext, source: Source) -> Outcome:
         options = ctx.options
         verb = "CLUSTER" if ctx.materialization == "cluster" else "TRAIN"
-        roles = inputs.roles(source.first, options)
-        if ctx.materialization == "cluster":
-            inputs.check_outputs(
-                _passed_through(source.first, roles, options),
-                output_names(options, options["model_type"]),
-            )
+        roles = checked_roles(ctx, source.first)
         if source.n_rows == 0 and ctx.empty:
             return self._write_empty(ctx, source, roles)
         if source.n_rows == 0:

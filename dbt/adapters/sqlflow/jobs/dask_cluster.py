@@ -16,7 +16,6 @@ import numpy as np
 from dbt.adapters.sqlflow import interrupt, registry
 from dbt.adapters.sqlflow.data import Frame, copy_in, create_table
 from dbt.adapters.sqlflow.data.pgtypes import quote_ident
-from dbt.adapters.sqlflow.data.reader import ReadLayout, copy_out
 from dbt.adapters.sqlflow.data.shards import (
     Shard,
     ShardedTable,
@@ -126,6 +125,17 @@ def kmeans_step(
     return total
 
 
+def contingency(
+    shard: Shard, job: str, encoder: Dict, features: List[str], a: np.ndarray, b: np.ndarray
+) -> np.ndarray:
+    """Rows per (cluster under centres a, cluster under centres b): two runs found the same
+    clustering when every row of this matrix, summed over the shards, has one non-zero cell."""
+    counts = np.zeros((len(a), len(b)), np.int64)
+    for X in _blocks(shard, job, encoder, features):
+        np.add.at(counts, (clustering._nearest(X, a), clustering._nearest(X, b)), 1)
+    return counts
+
+
 def em_step(
     shard: Shard, job: str, encoder: Dict, features: List[str], model: clustering.ClusterModel
 ) -> Dict:
@@ -227,9 +237,7 @@ class DaskClusterJob:
         table = ShardedTable(
             ctx.conn, ctx.sql, ctx.node.schema, ctx.options["sample_size"] or 50_000
         )
-        first = ReadLayout(table.columns).frame(
-            copy_out(ctx.conn, f"select * from {table.table} where false")
-        )
+        first = table.empty_frame()
         log.info(f"sharded {table.n_rows} rows x {len(table.columns)} columns for engine dask")
         return DaskState(table, first)
 
@@ -246,12 +254,7 @@ class DaskClusterJob:
 
         options = ctx.options
         verb = "CLUSTER" if ctx.materialization == "cluster" else "TRAIN"
-        roles = inputs.roles(state.first, options)
-        if ctx.materialization == "cluster":
-            inputs.check_outputs(
-                cluster._passed_through(state.first, roles, options),
-                cluster.output_names(options, options["model_type"]),
-            )
+        roles = cluster.checked_roles(ctx, state.first)
         n_rows = state.table.n_rows
         if n_rows == 0 and ctx.empty:
             empty = _Empty(state.first)
@@ -368,13 +371,14 @@ class DaskClusterJob:
                     )
                 )
 
-            model = clustering.kmeans_map_reduce(
-                lloyd,
-                clustering.initial_centers(X_sample, k, seed),
-                float(np.mean(variance) * tol),
-                options.get("max_iter") or 300,
-            )
-            return model, sweep
+            def same(a, b) -> bool:
+                counts = sum(
+                    engine.map(contingency, shards, state.job, state_dict, features, a, b)
+                )
+                return bool(((counts > 0).sum(axis=1) <= 1).all())
+
+            tolerance = float(np.mean(variance) * tol)
+            return self._restarts(lloyd, same, X_sample, k, options, tolerance), sweep
 
         def e_step(current):
             return clustering.add_statistics(
@@ -388,6 +392,28 @@ class DaskClusterJob:
         passes = options.get("max_iter") or clustering.STREAM_PASSES["em"]
         tol = 1e-3 if options.get("tol") is None else options["tol"]
         return clustering.em_map_reduce(e_step, init, passes, tol), sweep
+
+    @staticmethod
+    def _restarts(lloyd, same, X_sample: np.ndarray, k: int, options: Dict, tolerance: float):
+        """n_init runs from successive k-means++ seedings of one RandomState, as KMeans draws
+        them. As in KMeans, a run replaces the best so far when its inertia (one more pass) is
+        lower and its clustering is not the same one relabeled (`same`: one more pass)."""
+        draws = np.random.RandomState(options["seed"])
+        best, best_inertia = None, np.inf
+        for attempt in range(options.get("n_init") or 1):
+            model = clustering.kmeans_map_reduce(
+                lloyd,
+                clustering.initial_centers(X_sample, k, draws),
+                tolerance,
+                options.get("max_iter") or 300,
+            )
+            if (options.get("n_init") or 1) == 1:
+                return model
+            inertia = lloyd(model.centers)["inertia"]
+            log.debug(f"k-means restart {attempt + 1}: inertia {inertia:.6g}")
+            if best is None or (inertia < best_inertia and not same(model.centers, best.centers)):
+                best, best_inertia = model, inertia
+        return best
 
     def _assign(self, ctx, state, shards, largest, encoder, roles, model, numeric) -> Dict:
         """cluster: each worker COPYs its rows' assignments into a committed staging table, renamed

@@ -13,7 +13,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from dbt.adapters.sqlflow.data import Frame, write_frame
-from dbt.adapters.sqlflow.data.reader import ReadLayout, copy_out
 from dbt.adapters.sqlflow.data.shards import ShardedTable
 from dbt.adapters.sqlflow.engines import worker_facts
 from dbt.adapters.sqlflow.engines.tf_cluster import cluster_spec
@@ -155,9 +154,7 @@ class MultiWorkerTrainJob:
         table = ShardedTable(
             ctx.conn, ctx.sql, ctx.node.schema, ctx.options["sample_size"] or 50_000
         )
-        first = ReadLayout(table.columns).frame(
-            copy_out(ctx.conn, f"select * from {table.table} where false")
-        )
+        first = table.empty_frame()
         log.info(f"sharded {table.n_rows} rows x {len(table.columns)} columns for tf_multiworker")
         return MultiWorkerState(table, first)
 

@@ -315,28 +315,8 @@ def _streaming_em(batches, k, seed, covariance_type, passes, tol, reg=1e-6) -> C
         raise ClusteringError(
             f"the first batch has {len(first)} rows, fewer than n_clusters={k}; raise sample_size."
         )
-    model = fit(first, "em", k, seed, covariance_type=covariance_type)
-    previous, done, trace, took = -np.inf, 0, [], []
-    progress = Progress(log, "EM pass", passes)
-    for done in range(1, passes + 1):
-        interrupt.check()
-        started = time.perf_counter()
-        stats, log_likelihood = _em_statistics(model, batches)
-        model = _m_step(stats, covariance_type, reg)
-        took.append(time.perf_counter() - started)
-        trace.append(-float(log_likelihood))
-        progress.step(done, f"mean log-likelihood {log_likelihood:.6g}")
-        if abs(log_likelihood - previous) < tol:
-            break
-        previous = log_likelihood
-    model.info = {
-        "iterations": done,
-        "mean_log_likelihood": float(log_likelihood),
-        "trace": trace,
-        "trace_kind": "loss",
-        "pass_seconds": took,
-    }
-    return model
+    init = fit(first, "em", k, seed, covariance_type=covariance_type)
+    return em_map_reduce(lambda model: _em_statistics(model, batches), init, passes, tol, reg)
 
 
 def em_batch_statistics(model: ClusterModel, X: np.ndarray, gm=None) -> Dict:
@@ -364,10 +344,9 @@ def add_statistics(parts: Iterable[Dict]) -> Dict:
     return total
 
 
-def _em_statistics(model: ClusterModel, batches):
+def _em_statistics(model: ClusterModel, batches) -> Dict:
     gm = model._mixture()
-    stats = add_statistics(em_batch_statistics(model, X, gm) for X in batches())
-    return stats, stats["log_likelihood"] / stats["n"]
+    return add_statistics(em_batch_statistics(model, X, gm) for X in batches())
 
 
 def _m_step(stats, covariance_type, reg) -> ClusterModel:
@@ -407,8 +386,9 @@ def kmeans_batch_statistics(X: np.ndarray, centers: np.ndarray) -> Tuple[np.ndar
     return labels, {"sums": sums, "counts": np.bincount(labels, minlength=k), "inertia": inertia}
 
 
-def initial_centers(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means++ on a sample of the rows, seeded as the in-memory KMeans(n_init=1) seeds it."""
+def initial_centers(sample: np.ndarray, k: int, seed) -> np.ndarray:
+    """k-means++ on a sample of the rows, seeded as the in-memory KMeans seeds it (seed: an int, or
+    the numpy RandomState that successive restarts draw from, as KMeans' n_init restarts do)."""
     from sklearn.cluster import kmeans_plusplus
 
     if k > len(np.unique(sample, axis=0)):
@@ -461,7 +441,9 @@ def em_map_reduce(
     tol: float,
     reg: float = 1e-6,
 ) -> ClusterModel:
-    """The streamed EM of `_streaming_em`, one map-reduce per pass."""
+    """EM with one pass per iteration: `statistics(model)` is the E-step over every batch or shard
+    (sufficient statistics added up), the M-step uses the totals; stop when the mean
+    log-likelihood moves less than tol."""
     model, previous, done, trace, took = init, -np.inf, 0, [], []
     progress = Progress(log, "EM pass", passes)
     log_likelihood = float("nan")
