@@ -1,7 +1,7 @@
 """Scaling out: the local engine against 1 and 2 workers of engine='dask' (k-means) and
 engine='tf_multiworker' (logistic regression), on one table of ROWS x 10 float8 features.
 
-    python bench/scale_out.py [--rows 10000000]
+    python bench/scale_out.py [--rows 10000000] [--only kmeans|logit]
 
 Each case is `dbt run` of one model in a fresh process: its wall time and peak RSS, and, from the
 registry's training_info, the rows, CPU seconds and peak RSS of each worker. k-means runs k=8 for
@@ -95,7 +95,9 @@ def per_step(info: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--only", default="", help="run the cases whose name holds this text")
     args = parser.parse_args()
+    cases = [c for c in CASES if args.only in c[0]]
     lines = []
     with temporary_server() as (data_path, dsn), tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
@@ -103,11 +105,11 @@ def main() -> None:
         print(f"made {args.rows} rows in {time.perf_counter() - started:.0f} s", flush=True)
         models = {
             name: f"{{{{ config({config}{engine}) }}}}\nselect * from public.points"
-            for name, config, engine in CASES
+            for name, config, engine in cases
         }
         project = write_project(root, data_path, models)
         rows = []
-        for name, _, _ in CASES:
+        for name, _, _ in cases:
             seconds, rss, cpu = run_case(project, name)
             info, metrics = facts(dsn, name)
             rows.append((name, seconds, rss, cpu, info, metrics))

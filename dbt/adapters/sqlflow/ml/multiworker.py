@@ -19,6 +19,8 @@ from dbt.adapters.sqlflow.ml.params import Fitting
 
 log = logging.getLogger("dbt_sqlflow.ml")
 
+STEPS_PER_CALL = 200
+
 
 def _loss(keras, name: str):
     """The per-row loss (reduction none) of the name Keras' compile() would take."""
@@ -67,18 +69,24 @@ def train(
     data = data.with_options(options)
     batches = iter(strategy.distribute_datasets_from_function(lambda _: data))
 
-    @tf.function
-    def step(iterator):
-        def replica(x, target, w):
-            with tf.GradientTape() as tape:
-                value = tf.reduce_sum(per_row(target, model(x, training=True)) * w) / global_batch
-                if model.losses:  # regularization: added once per step across the workers
-                    value += tf.add_n(model.losses) / n_workers
-            gradients = tape.gradient(value, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return value
+    def replica(x, target, w):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(per_row(target, model(x, training=True)) * w) / global_batch
+            if model.losses:  # regularization: added once per step across the workers
+                value += tf.add_n(model.losses) / n_workers
+        gradients = tape.gradient(value, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return value
 
-        return strategy.reduce("SUM", strategy.run(replica, args=next(iterator)), axis=None)
+    @tf.function
+    def run_steps(iterator, count):
+        """`count` steps in one call: the per-call cost of Python and tf.function is paid once per
+        chunk, not once per step (Keras' steps_per_execution); each step still all-reduces."""
+        total = tf.constant(0.0, tf.float32)
+        for _ in tf.range(count):  # each step's loss stays local; gradients are all-reduced
+            losses = strategy.run(replica, args=next(iterator))
+            total += tf.add_n(strategy.experimental_local_results(losses))
+        return strategy.reduce("SUM", strategy.run(lambda: total), axis=None)
 
     def held_out_loss() -> Optional[float]:
         if validation is None:
@@ -96,9 +104,11 @@ def train(
     best, best_weights, waited = math.inf, None, 0
     for epoch in range(fitting.epochs):
         started = time.perf_counter()
-        total = 0.0
-        for _ in range(steps):
-            total += float(step(batches))
+        total, done = 0.0, 0
+        while done < steps:
+            count = min(STEPS_PER_CALL, steps - done)
+            total += float(run_steps(batches, tf.constant(count)))
+            done += count
         history.loss.append(total / steps)
         val = held_out_loss()
         if val is not None:
