@@ -58,16 +58,17 @@ def train(
         model = build()
         optimizer = _optimizer(keras, fitting.optimizer, fitting.learning_rate)
         per_row = _loss(keras, loss)
-    data = (
-        tf.data.Dataset.from_tensor_slices((X, y, weights.astype(np.float32)))
-        .shuffle(len(X), seed=fitting.seed * 1000 + worker, reshuffle_each_iteration=True)
-        .batch(per_worker)
-        .repeat()
-    )
+    weights = weights.astype(np.float32)
     options = tf.data.Options()  # each worker already holds its own shard: no re-sharding
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    data = data.with_options(options)
-    batches = iter(strategy.distribute_datasets_from_function(lambda _: data))
+
+    def epoch_batches(epoch: int):
+        """This worker's rows in a new seeded order each epoch. A permutation in numpy, as Keras'
+        fit shuffles: a tf.data shuffle buffer as large as the shard would cost far more."""
+        order = np.random.default_rng([fitting.seed, worker, epoch]).permutation(len(X))
+        data = tf.data.Dataset.from_tensor_slices((X[order], y[order], weights[order]))
+        data = data.batch(per_worker).repeat().with_options(options)
+        return iter(strategy.distribute_datasets_from_function(lambda _: data))
 
     def replica(x, target, w):
         with tf.GradientTape() as tape:
@@ -104,6 +105,7 @@ def train(
     best, best_weights, waited = math.inf, None, 0
     for epoch in range(fitting.epochs):
         started = time.perf_counter()
+        batches = epoch_batches(epoch)
         total, done = 0.0, 0
         while done < steps:
             count = min(STEPS_PER_CALL, steps - done)
