@@ -4,6 +4,7 @@ i mod N), so a worker reads its own page ranges and keeps what it encoded betwee
 that leaves mid-job fails the node, naming it."""
 
 import logging
+import os
 import re
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -22,6 +23,10 @@ _turn = threading.Lock()
 
 
 def _import_distributed():
+    # Dask's own INFO lines (scheduler, nanny, every worker start) would flood dbt's console; its
+    # warnings and errors still show. Worker processes started for local[N] read the variable.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     try:
         import distributed
     except ImportError:
