@@ -40,17 +40,22 @@ log = logging.getLogger("dbt_sqlflow.jobs")
 _CACHE: Dict[Tuple[str, int], Dict] = {}  # (job, shard) -> encoded rows and last labels
 
 
-def shard_statistics(shard: Shard, features: List[str], sample_rows: int, seed: int) -> Dict:
+def shard_statistics(
+    shard: Shard, features: List[str], sample_rows: int, seed: int, job: str, cache_mb: float
+) -> Dict:
     """Pass 1 on a worker: rows, a digest, the encoder's column statistics and a uniform sample
-    (the rows with the smallest seeded keys, in their order)."""
+    (the rows with the smallest seeded keys, in their order). The feature columns stay in the
+    worker's memory when they fit cache_mb, so that prepare() encodes them without a second read."""
     fingerprint = inputs.Fingerprint()
+    raw: Optional[List[Dict]] = []
+    held = 0
     rng = np.random.default_rng([seed, shard.index])
     kept: Optional[Frame] = None
     kept_keys = kept_positions = np.empty(0)
     n_rows = 0
 
     def columns() -> Iterator:
-        nonlocal kept, kept_keys, kept_positions, n_rows
+        nonlocal kept, kept_keys, kept_positions, n_rows, raw, held
         for frame in shard.frames():
             fingerprint.update(frame)
             inputs.check_finite(frame, features)
@@ -68,9 +73,18 @@ def shard_statistics(shard: Shard, features: List[str], sample_rows: int, seed: 
                     kept_positions[pick],
                 )
             kept = both
-            yield inputs.raw_columns(frame, features)
+            batch = inputs.raw_columns(frame, features)
+            if raw is not None:
+                held += sum(c.values.nbytes for c in batch.values())
+                if held <= cache_mb * 2**20:
+                    raw.append(batch)
+                else:
+                    raw = None
+            yield batch
 
     stats = column_statistics(columns(), seed=shard.index)
+    if raw is not None:
+        _CACHE[(job, shard.index)] = {"raw": raw}
     return {
         "n_rows": n_rows,
         "digest": fingerprint.hexdigest(),
@@ -94,8 +108,13 @@ def _blocks(shard: Shard, job: str, encoder: Dict, features: List[str]) -> Itera
 def prepare(shard: Shard, job: str, encoder: Dict, features: List[str], cache_mb: float) -> Dict:
     """Encode the shard once; keep it in the worker's memory when it fits cache_mb. Returns the
     sums the k-means tolerance is computed from."""
+    raw = _CACHE.pop((job, shard.index), {}).get("raw")
     _CACHE[(job, shard.index)] = {}
-    blocks = list(_blocks(shard, job, encoder, features))
+    if raw is None:  # too large to keep from the statistics pass: read again
+        blocks = list(_blocks(shard, job, encoder, features))
+    else:
+        encode = FeatureEncoder.from_dict(encoder)
+        blocks = [encode.transform(batch) for batch in raw]
     X = np.vstack(blocks)
     if X.nbytes <= cache_mb * 2**20:
         _CACHE[(job, shard.index)]["X"] = X
@@ -270,6 +289,8 @@ class DaskClusterJob:
             roles.features,
             sample_rows,
             options["seed"],
+            state.job,
+            options.get("memory_budget_mb", 1024) or 1024,
             what="the statistics pass",
         )
         encoder = inputs.new_encoder(options).fit_statistics(
